@@ -1,0 +1,100 @@
+"""Command line: ``python -m apr_mini {data,demo,solve} --help`` (also installed as ``apr-mini``).
+
+- ``data``: write a profile's problems, demonstrations and SFT rows (JSONL) with a manifest;
+- ``demo``: the main job of ``make demo`` (for now: data + summary table + plot);
+- ``solve``: solve one Countdown problem exactly, e.g. ``python -m apr_mini solve 24 32 84 26 59``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from .config import PROFILES, get_profile
+
+
+def _profile_from(args):
+    profile = get_profile(args.profile)
+    data = profile.data
+    changes = {k: v for k, v in {"n_train": args.n_train, "n_val": args.n_val, "seed": args.seed}.items()
+               if v is not None}
+    if changes:
+        from dataclasses import replace
+        profile = profile.replace(data=replace(data, **changes))
+    return profile
+
+
+def _add_data_args(parser):
+    parser.add_argument("--profile", choices=sorted(PROFILES), help="default: $APR_PROFILE or cpu")
+    parser.add_argument("--n-train", type=int, help="training problems (default: the profile's)")
+    parser.add_argument("--n-val", type=int, help="validation problems (default: the profile's)")
+    parser.add_argument("--seed", type=int, help="data seed (default: the profile's)")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def cmd_data(args) -> dict:
+    from .data import build_dataset, summary_table
+
+    profile = _profile_from(args)
+    out = Path(args.out or f"runs/{profile.name}/data")
+    command = "python -m apr_mini " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    manifest = build_dataset(profile, out, workers=args.workers, progress=not args.no_progress, command=command)
+    print(f"wrote {out}/ ({', '.join(f'{k}={v}' for k, v in manifest['counts'].items())}) "
+          f"in {manifest['seconds']['total']:.1f}s")
+    print(summary_table(manifest["summary_train"]))
+    return manifest
+
+
+def cmd_demo(args) -> None:
+    from .data import load_demos
+    from .plots import demo_token_figure
+
+    profile = _profile_from(args)
+    args.out = args.out or f"runs/{profile.name}/data"
+    print(f"apr-mini demo, profile {profile.name!r}: problems and solver demonstrations")
+    cmd_data(args)
+    figure = demo_token_figure(load_demos(args.out, "train"),
+                               title=f"Demonstrations ({profile.name} profile): SoS+ vs APR in tokens")
+    plot = Path(args.out).parent / "demonstrations.html"
+    figure.write_html(plot, include_plotlyjs="cdn")
+    print(f"plot: {plot}")
+
+
+def cmd_solve(args) -> None:
+    from .countdown import all_solutions
+
+    solutions = all_solutions(args.numbers, args.target)
+    if not solutions:
+        print(f"{args.numbers} cannot make {args.target}")
+        return
+    print(f"{len(solutions)} solution paths; the first few:")
+    for path in solutions[: args.show]:
+        print("  " + ", ".join(map(str, path)))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="apr-mini", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="write problems, demonstrations and SFT rows")
+    _add_data_args(data)
+    data.add_argument("--out", help="output folder (default: runs/<profile>/data)")
+    data.set_defaults(fn=cmd_data)
+    demo = sub.add_parser("demo", help="the main job of `make demo`")
+    _add_data_args(demo)
+    demo.add_argument("--out", help="output folder (default: runs/<profile>/data)")
+    demo.set_defaults(fn=cmd_demo)
+    solve = sub.add_parser("solve", help="solve one problem exactly")
+    solve.add_argument("target", type=int)
+    solve.add_argument("numbers", type=int, nargs="+")
+    solve.add_argument("--show", type=int, default=5, help="how many solutions to print")
+    solve.set_defaults(fn=cmd_solve)
+    args = parser.parse_args(argv)
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()

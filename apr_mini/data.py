@@ -1,0 +1,232 @@
+"""Datasets on disk: problem splits, demonstrations and SFT rows as JSONL, made in parallel.
+
+Paper section 4.1 (data): every training example is one thread's sequence, each main call and each
+sub call separately (:func:`apr_mini.trace_language.sft_rows`). Problems are unique by sorted
+numbers + target, validation problems are drawn first and never appear in training. Every random
+choice comes from a stream seeded by (seed, what, index), so the files are the same whatever the
+number of worker processes.
+
+Files written by :func:`build_dataset` into ``out_dir``::
+
+    problems_train.jsonl  problems_val.jsonl     {"nums": [...], "target": T}
+    demos_train.jsonl     demos_val.jsonl        problem + {"sosp": {...}, "apr": {...}} (see demonstrate)
+    sft_sosp_train.jsonl  sft_apr_train.jsonl    {"id", "prompt", "completion", "solved"}
+    manifest.json                                profile, command, seed, counts, timings, summary
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from tqdm.auto import tqdm
+
+from . import trace_language as tl
+from .config import DemoConfig, Profile, TaskConfig
+from .countdown import Problem, problem_chunk
+from .demonstrations import demonstrate
+
+CHUNK = 256
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with path.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row, separators=(",", ":")) + "\n")
+            n += 1
+    return n
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    rows = []
+    with Path(path).open() as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not a JSON line ({err.msg})") from None
+    return rows
+
+
+def parallel_map(fn: Callable, items: list, *, workers: int = 1, desc: str = "", progress: bool = True,
+                 chunksize: int = 16) -> Iterator:
+    """``map(fn, items)`` in order, over ``workers`` processes, with a progress bar."""
+    bar = tqdm(total=len(items), desc=desc, disable=not progress, file=sys.stderr)
+    if workers <= 1:
+        for item in items:
+            yield fn(item)
+            bar.update()
+    else:
+        with mp.get_context().Pool(workers) as pool:
+            for out in pool.imap(fn, items, chunksize=chunksize):
+                yield out
+                bar.update()
+    bar.close()
+
+
+def _chunk_job(args) -> list[Problem]:
+    task, seed, stream, chunk = args
+    return problem_chunk(task, seed, stream, chunk, CHUNK)
+
+
+def unique_problems(task: TaskConfig, n: int, *, seed: int, stream: str, exclude: set = frozenset(),
+                    workers: int = 1, progress: bool = True) -> list[Problem]:
+    """``n`` solvable problems, unique by key and not in ``exclude``, from a seeded stream."""
+    chosen: list[Problem] = []
+    seen = set(exclude)
+    bar = tqdm(total=n, desc=f"problems ({stream})", disable=not progress, file=sys.stderr)
+    chunk, barren = 0, 0
+    while len(chosen) < n:
+        batch = max(1, workers) * 4
+        jobs = [(task, seed, stream, k) for k in range(chunk, chunk + batch)]
+        chunk += batch
+        before = len(chosen)
+        for problems in parallel_map(_chunk_job, jobs, workers=workers, progress=False, chunksize=1):
+            for problem in problems:
+                if len(chosen) < n and problem.key not in seen:
+                    seen.add(problem.key)
+                    chosen.append(problem)
+        bar.update(len(chosen) - before)
+        barren = barren + 1 if len(chosen) == before else 0
+        if barren >= 3:
+            raise ValueError(f"only {len(chosen)} distinct solvable problems found for {task} "
+                             f"(asked for {n}); widen the task's ranges or ask for fewer")
+    bar.close()
+    return chosen
+
+
+def make_splits(task: TaskConfig, n_train: int, n_val: int, *, seed: int = 0, workers: int = 1,
+                progress: bool = True) -> tuple[list[Problem], list[Problem]]:
+    """Train and validation problems with no overlap (by sorted numbers + target)."""
+    val = unique_problems(task, n_val, seed=seed, stream="val", workers=workers, progress=progress)
+    train = unique_problems(task, n_train, seed=seed, stream="train", exclude={p.key for p in val},
+                            workers=workers, progress=progress)
+    return train, val
+
+
+def _demo_job(args) -> dict:
+    index, copy, problem, demo, seed, split = args
+    rng = random.Random(f"{seed}:demo:{split}:{index}:{copy}")
+    if copy:
+        problem = Problem(tuple(rng.sample(problem.nums, len(problem.nums))), problem.target)
+    row = demonstrate(problem, demo, rng)
+    row["id"] = f"{split}-{index}" + (f"-{copy}" if copy else "")
+    row["sosp"]["tokens"] = tl.count_tokens(row["sosp"]["trace"])
+    row["apr"]["stats"] = tl.tree_stats(row["apr"]["trace_dict"]).to_dict()
+    return row
+
+
+def demonstrate_all(problems: list[Problem], demo: DemoConfig, *, seed: int = 0, split: str = "train",
+                    traces_per_problem: int = 1, workers: int = 1, progress: bool = True) -> list[dict]:
+    """SoS+ and APR demonstrations for every problem (``traces_per_problem`` each, different beams)."""
+    jobs = [(i, copy, problem, demo, seed, split)
+            for i, problem in enumerate(problems) for copy in range(traces_per_problem)]
+    return list(parallel_map(_demo_job, jobs, workers=workers, desc=f"demonstrations ({split})", progress=progress))
+
+
+def sft_rows_sosp(demos: list[dict]) -> Iterator[dict]:
+    """One row per problem: the root prompt, then the whole SoS+ trace."""
+    for row in demos:
+        trace = row["sosp"]["trace"]
+        prompt = tl.root_prompt(row["target"], row["nums"])
+        yield {"id": row["id"], "prompt": prompt, "completion": trace[len(prompt):], "solved": row["sosp"]["solved"]}
+
+
+def sft_rows_apr(demos: list[dict]) -> Iterator[dict]:
+    """One row per main call of every thread of every APR tree."""
+    for row in demos:
+        for k, sft in enumerate(tl.sft_rows(row["apr"]["trace_dict"])):
+            yield {"id": f"{row['id']}/{k}", **sft, "solved": row["apr"]["solved"]}
+
+
+def _quantiles(values: list[float]) -> dict:
+    if not values:
+        return {"mean": 0, "p90": 0, "max": 0}
+    ordered = sorted(values)
+    return {"mean": round(statistics.fmean(ordered), 1), "p90": ordered[int(0.9 * (len(ordered) - 1))],
+            "max": ordered[-1]}
+
+
+def summarize(demos: list[dict]) -> dict:
+    """Solver success and token statistics of SoS+ and APR demonstrations."""
+    n = max(1, len(demos))
+    apr = [row["apr"]["stats"] for row in demos]
+    return {
+        "problems": len(demos),
+        "sosp_solved": round(sum(row["sosp"]["solved"] for row in demos) / n, 3),
+        "apr_solved": round(sum(row["apr"]["solved"] for row in demos) / n, 3),
+        "sosp_tokens": _quantiles([row["sosp"]["tokens"] for row in demos]),
+        "apr_total_tokens": _quantiles([s["total_tokens"] for s in apr]),
+        "apr_longest_sequence": _quantiles([s["longest_sequence"] for s in apr]),
+        "apr_critical_path": _quantiles([s["critical_path"] for s in apr]),
+        "apr_child_threads": _quantiles([s["n_threads"] - 1 for s in apr]),
+    }
+
+
+def summary_table(summary: dict) -> str:
+    """A plain-text table comparing SoS+ and APR demonstrations."""
+    sosp, rows = summary["sosp_tokens"], []
+    rows.append(("solver solves", f"{summary['sosp_solved']:.1%}", f"{summary['apr_solved']:.1%}"))
+    for label, key in [("total tokens", "apr_total_tokens"), ("longest sequence", "apr_longest_sequence"),
+                       ("critical path", "apr_critical_path")]:
+        apr = summary[key]
+        rows.append((f"{label} (mean / p90 / max)", f"{sosp['mean']:.0f} / {sosp['p90']} / {sosp['max']}",
+                     f"{apr['mean']:.0f} / {apr['p90']} / {apr['max']}"))
+    child = summary["apr_child_threads"]
+    rows.append(("child threads (mean / max)", "0", f"{child['mean']:.1f} / {child['max']}"))
+    widths = [max(len(r[i]) for r in rows + [("", "SoS+", "APR")]) for i in range(3)]
+    lines = [f"{'':<{widths[0]}} | {'SoS+':>{widths[1]}} | {'APR':>{widths[2]}}",
+             "-" * (sum(widths) + 6)]
+    lines += [f"{a:<{widths[0]}} | {b:>{widths[1]}} | {c:>{widths[2]}}" for a, b, c in rows]
+    return f"{summary['problems']} problems\n" + "\n".join(lines)
+
+
+def build_dataset(profile: Profile, out_dir: str | Path, *, workers: int = 1, progress: bool = True,
+                  command: str = "") -> dict:
+    """Write a profile's problems, demonstrations and SFT rows to ``out_dir``; return the manifest."""
+    out = Path(out_dir)
+    data = profile.data
+    t0 = time.perf_counter()
+    train, val = make_splits(profile.task, data.n_train, data.n_val, seed=data.seed, workers=workers,
+                             progress=progress)
+    t1 = time.perf_counter()
+    demos_train = demonstrate_all(train, profile.demo, seed=data.seed, split="train",
+                                  traces_per_problem=data.traces_per_problem, workers=workers, progress=progress)
+    demos_val = demonstrate_all(val, profile.demo, seed=data.seed, split="val", workers=workers, progress=progress)
+    t2 = time.perf_counter()
+    counts = {
+        "problems_train": write_jsonl(out / "problems_train.jsonl", (p.to_dict() for p in train)),
+        "problems_val": write_jsonl(out / "problems_val.jsonl", (p.to_dict() for p in val)),
+        "demos_train": write_jsonl(out / "demos_train.jsonl", demos_train),
+        "demos_val": write_jsonl(out / "demos_val.jsonl", demos_val),
+        "sft_sosp_train": write_jsonl(out / "sft_sosp_train.jsonl", sft_rows_sosp(demos_train)),
+        "sft_apr_train": write_jsonl(out / "sft_apr_train.jsonl", sft_rows_apr(demos_train)),
+    }
+    manifest = {
+        "command": command,
+        "profile": profile.to_dict(),
+        "counts": counts,
+        "seconds": {"problems": round(t1 - t0, 2), "demonstrations": round(t2 - t1, 2),
+                    "total": round(time.perf_counter() - t0, 2)},
+        "summary_train": summarize(demos_train),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def load_demos(data_dir: str | Path, split: str = "train") -> list[dict]:
+    path = Path(data_dir) / f"demos_{split}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: make it with `python -m apr_mini data --out {data_dir}`")
+    return read_jsonl(path)

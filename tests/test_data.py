@@ -1,0 +1,82 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from apr_mini import trace_language as tl
+from apr_mini.config import PROFILES, TaskConfig, get_profile
+from apr_mini.data import build_dataset, demonstrate_all, make_splits, read_jsonl, sft_rows_apr, unique_problems
+
+TINY = PROFILES["tiny"]
+
+
+def test_profiles_and_env_var(monkeypatch):
+    assert set(PROFILES) == {"tiny", "cpu", "gpu"}
+    monkeypatch.setenv("APR_PROFILE", "gpu")
+    assert get_profile().name == "gpu"
+    assert get_profile("tiny").name == "tiny"
+    monkeypatch.setenv("APR_PROFILE", "huge")
+    with pytest.raises(ValueError, match="unknown profile"):
+        get_profile()
+    paper = PROFILES["gpu"].task
+    assert (paper.n_numbers, paper.max_number, paper.min_target, paper.max_target) == (4, 99, 10, 100)
+
+
+def test_splits_are_disjoint_unique_and_independent_of_worker_count():
+    train, val = make_splits(TINY.task, 300, 60, seed=3, progress=False)
+    keys_train, keys_val = {p.key for p in train}, {p.key for p in val}
+    assert len(keys_train) == 300 and len(keys_val) == 60 and not keys_train & keys_val
+    again = make_splits(TINY.task, 300, 60, seed=3, workers=2, progress=False)
+    assert (train, val) == again
+
+
+def test_exhausted_task_space_is_a_clear_error():
+    task = TaskConfig(n_numbers=3, min_number=1, max_number=3, min_target=10, max_target=12)
+    with pytest.raises(ValueError, match="distinct solvable problems"):
+        unique_problems(task, 100, seed=0, stream="x", progress=False)
+
+
+def test_demonstrations_are_deterministic_and_copies_reorder_numbers():
+    train, _ = make_splits(TINY.task, 20, 5, seed=0, progress=False)
+    one = demonstrate_all(train, TINY.demo, traces_per_problem=3, progress=False)
+    two = demonstrate_all(train, TINY.demo, traces_per_problem=3, workers=2, progress=False)
+    assert one == two and len(one) == 60
+    assert sorted(one[1]["nums"]) == sorted(train[0].nums) and one[1]["target"] == train[0].target
+    for row in one:
+        assert row["apr"]["stats"] == tl.tree_stats(row["apr"]["trace_dict"]).to_dict()
+
+
+def test_build_dataset_writes_consistent_files(tmp_path):
+    profile = TINY.replace(data=TINY.data.__class__(n_train=40, n_val=10, seed=1))
+    manifest = build_dataset(profile, tmp_path, progress=False, command="test")
+    for name, count in manifest["counts"].items():
+        assert len(read_jsonl(tmp_path / f"{name}.jsonl")) == count
+    demos = read_jsonl(tmp_path / "demos_train.jsonl")
+    rows = read_jsonl(tmp_path / "sft_apr_train.jsonl")
+    assert rows == list(sft_rows_apr(demos))
+    assert len(rows) == sum(len(list(tl.iter_sequences(d["apr"]["trace_dict"]))) for d in demos)
+    sosp = read_jsonl(tmp_path / "sft_sosp_train.jsonl")
+    assert all(r["prompt"] + r["completion"] == d["sosp"]["trace"] for r, d in zip(sosp, demos))
+    manifest_file = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest_file["profile"]["name"] == "tiny" and manifest_file["command"] == "test"
+
+
+def test_read_jsonl_names_the_bad_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"a": 1}\nnot json\n')
+    with pytest.raises(ValueError, match="bad.jsonl:2"):
+        read_jsonl(path)
+
+
+def test_cli_data_and_solve(tmp_path):
+    out = tmp_path / "d"
+    run = subprocess.run([sys.executable, "-m", "apr_mini", "data", "--profile", "tiny", "--n-train", "30",
+                          "--n-val", "5", "--workers", "1", "--no-progress", "--out", str(out)],
+                         capture_output=True, text=True, check=True)
+    assert "solver solves" in run.stdout and (out / "manifest.json").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["command"].startswith("python -m apr_mini data --profile tiny")
+    run = subprocess.run([sys.executable, "-m", "apr_mini", "solve", "24", "32", "84", "26", "59"],
+                         capture_output=True, text=True, check=True)
+    assert "32+59=91, 84*26=2184, 2184/91=24" in run.stdout
