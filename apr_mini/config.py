@@ -121,6 +121,23 @@ def get_profile(name: str | None = None) -> Profile:
     return PROFILES[name]
 
 
+def print_environment(profile: Profile, packages=("torch", "transformers", "trl", "plotly", "ipywidgets")) -> None:
+    """The notebooks' first cell: versions, profile and where to change it."""
+    import platform
+    from importlib import metadata
+
+    from . import __version__
+
+    versions = [f"python {platform.python_version()}", f"apr_mini {__version__}"]
+    for name in packages:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    print(" | ".join(versions))
+    print(f"profile: {profile.name!r} (set ${PROFILE_ENV_VAR} to one of {sorted(PROFILES)} to change it)")
+
+
 def get_device(verbose: bool = True) -> str:
     """Pick ``cuda``, ``mps`` or ``cpu`` (in that order) and say which."""
     import torch

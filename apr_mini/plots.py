@@ -28,3 +28,36 @@ def demo_token_figure(demos: list[dict], title: str = "What a demonstration cost
     fig.data[0].name, fig.data[1].name = "SoS+", "APR"
     fig.update_layout(boxmode="group", title=title, yaxis_title="tokens", height=420)
     return fig
+
+
+def timeline_figure(segments, title: str = "Threads over time (in tokens)") -> go.Figure:
+    """A Gantt chart of :func:`apr_mini.explorer.timeline`: parallel children side by side."""
+    colors = {"spawn": "#636EFA", "solved": "#00CC96", "no solution": "#EF553B"}
+    fig = go.Figure()
+    for outcome, color in colors.items():
+        chosen = [s for s in segments if s.outcome == outcome]
+        if chosen:
+            fig.add_trace(go.Bar(
+                x=[s.end - s.start for s in chosen], base=[s.start for s in chosen],
+                y=[f"{s.thread} · {s.call}" for s in chosen], orientation="h", marker_color=color, name=outcome,
+                hovertext=[f"{s.thread}, call {s.call}: tokens {s.start}-{s.end}" for s in chosen]))
+    order = [f"{s.thread} · {s.call}" for s in sorted(segments, key=lambda s: (s.thread, s.call))]
+    fig.update_layout(title=title, xaxis_title="token time (children run in parallel)", barmode="overlay",
+                      yaxis={"categoryorder": "array", "categoryarray": order[::-1]},
+                      height=max(250, 22 * len(segments) + 120))
+    return fig
+
+
+def context_fit_figure(demos: list[dict], windows: list[int] | None = None) -> go.Figure:
+    """Share of demonstrations whose longest sequence fits a context window: SoS+ vs APR."""
+    sosp = sorted(row["sosp"]["tokens"] for row in demos)
+    apr = sorted(row["apr"]["stats"]["longest_sequence"] for row in demos)
+    top = max(sosp[-1], apr[-1])
+    windows = windows or list(range(0, top + 64, max(1, top // 60)))
+    fig = go.Figure()
+    for name, values, color in [("SoS+", sosp, "#EF553B"), ("APR", apr, "#636EFA")]:
+        fig.add_trace(go.Scatter(x=windows, y=[sum(v <= w for v in values) / len(values) for w in windows],
+                                 name=name, line_color=color))
+    fig.update_layout(title="How many demonstrations fit in a context window?", xaxis_title="context window (tokens)",
+                      yaxis_title="share that fits", yaxis_tickformat=".0%", height=380)
+    return fig

@@ -443,8 +443,50 @@ def _prompt_of(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """One main call of one thread, placed in token time (see :func:`timeline`)."""
+
+    thread: str      # "root", "root/0.2" (spawn 0's child 2), "root/0.2/1.0", ...
+    call: int        # index into that thread's main_calls
+    depth: int       # spawn depth of the thread: 0 for the root
+    start: int       # token time at which the call's new tokens start ...
+    end: int         # ... and end
+    tokens: int      # the whole main call's length (the context it needs)
+    text: str
+    outcome: str     # "spawn", "solved" or "no solution"
+
+
+def timeline(tree: dict, count: Callable[[str], int] = count_tokens, *, thread: str = "root", depth: int = 0,
+             start: int = 0) -> list[Segment]:
+    """Every main call of every thread (depth first), timed in tokens as if each token took one step
+    and parallel children ran side by side. A call ``k > 0`` repeats the text before its spawn, so
+    only its new tokens (join text and continuation) take time, starting when the slowest child of
+    spawn ``k - 1`` has finished."""
+    calls, subs = tree["main_calls"], tree.get("sub_calls", [])
+    segments: list[Segment] = []
+    clock = start
+    for k, text in enumerate(calls):
+        tokens = count(text)
+        new = tokens - (count(parse_spawn(calls[k - 1]).before) if k else 0)
+        if is_spawn(text):
+            outcome = "spawn"
+        else:
+            outcome = "solved" if extract_result(text) is not None else "no solution"
+        segments.append(Segment(thread, k, depth, clock, clock + new, tokens, text, outcome))
+        clock += new
+        if k < len(subs):
+            ends = [clock]
+            for i, child in enumerate(subs[k]):
+                child_segments = timeline(child, count, thread=f"{thread}/{k}.{i}", depth=depth + 1, start=clock)
+                segments.extend(child_segments)
+                ends.append(max(s.end for s in child_segments))
+            clock = max(ends)
+    return segments
+
+
+@dataclass(frozen=True)
 class TreeStats:
-    total_tokens: int       # every token any thread processed (shared prefixes counted once)
+    total_tokens: int       # every token any thread processed (a call's repeated prefix counted once)
     longest_sequence: int   # the longest single sequence: the context window actually needed
     critical_path: int      # the longest chain of tokens that must be processed one after another
     n_threads: int          # root + every child
@@ -456,34 +498,17 @@ class TreeStats:
 
 
 def tree_stats(tree: dict, count: Callable[[str], int] = count_tokens) -> TreeStats:
-    """Walk a trace tree and measure it in tokens (``count`` counts one text's tokens).
-
-    A thread's main call ``k > 0`` repeats the text before its spawn, so only its new tokens (join
-    text and continuation) are added. The critical path of a thread is its own tokens plus, at each
-    spawn, its slowest child's critical path: children run in parallel.
-    """
-    calls, subs = tree["main_calls"], tree.get("sub_calls", [])
-    own = count(calls[0])
-    critical = own
-    longest = max(count(text) for text in calls)
-    total, threads, spawns, depth = own, 1, 0, 0
-    for k, children in enumerate(subs):
-        spawns += 1
-        child_stats = [tree_stats(child, count) for child in children]
-        if child_stats:
-            critical += max(s.critical_path for s in child_stats)
-            longest = max(longest, max(s.longest_sequence for s in child_stats))
-            total += sum(s.total_tokens for s in child_stats)
-            threads += sum(s.n_threads for s in child_stats)
-            spawns += sum(s.n_spawns for s in child_stats)
-            depth = max(depth, 1 + max(s.spawn_depth for s in child_stats))
-        else:
-            depth = max(depth, 1)
-        if k + 1 < len(calls):
-            new = count(calls[k + 1]) - count(parse_spawn(calls[k]).before)
-            total += new
-            critical += new
-    return TreeStats(total, longest, critical, threads, spawns, depth)
+    """Measure a trace tree in tokens (``count`` counts one text's tokens) from its :func:`timeline`:
+    the critical path is when the root's last call ends, since children run in parallel."""
+    segments = timeline(tree, count)
+    return TreeStats(
+        total_tokens=sum(s.end - s.start for s in segments),
+        longest_sequence=max(s.tokens for s in segments),
+        critical_path=max(s.end for s in segments),
+        n_threads=len({s.thread for s in segments}),
+        n_spawns=sum(s.outcome == "spawn" for s in segments),
+        spawn_depth=max(s.depth for s in segments),
+    )
 
 
 def sft_rows(tree: dict) -> list[dict]:

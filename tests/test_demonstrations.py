@@ -107,3 +107,24 @@ def test_demonstrate_records_beams_and_verdicts():
 def test_unknown_heuristic_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown heuristic"):
         sosp_trace(PROBLEMS[0], beam=2, heuristic="magic")
+
+
+def test_timeline_places_children_in_parallel_and_explorer_lists_every_call():
+    from apr_mini.explorer import tree_explorer
+
+    rng = random.Random(2)
+    for problem in PROBLEMS[:20]:
+        tree = apr_tree(problem, beam=2, sub_beam=3, max_depth=2, rng=rng)
+        segments = tl.timeline(tree)
+        assert len(segments) == len(list(tl.iter_sequences(tree)))
+        for segment in segments:
+            if segment.thread != "root":
+                parent = segment.thread.rsplit("/", 1)[0]
+                spawn_index = int(segment.thread.rsplit("/", 1)[1].split(".")[0])
+                spawner = next(s for s in segments if s.thread == parent and s.call == spawn_index)
+                assert segment.start >= spawner.end  # a child starts after its parent's spawn
+    widget = tree_explorer(tree, title="test")
+    chooser = widget.children[1]
+    assert len(chooser.options) == len(segments)
+    chooser.value = len(segments) - 1
+    assert "call" in widget.children[2].value

@@ -1,0 +1,36 @@
+# The README's two commands: `make demo` and `make test`. Both set up .venv first (once; again
+# whenever pyproject.toml changes). PYTHON picks the interpreter that creates the venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROFILE ?= cpu
+EXTRAS ?= cpu,dev
+
+.PHONY: setup demo test test-fast bench lab clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+demo: setup
+	$(BIN)/python -m apr_mini demo --profile $(PROFILE)
+
+# Unit tests, property tests, fixture agreement and every notebook (nbmake), in the tiny profile.
+test: setup
+	APR_PROFILE=tiny $(BIN)/python -m pytest --nbmake tests notebooks
+
+test-fast: setup
+	APR_PROFILE=tiny $(BIN)/python -m pytest tests
+
+bench: setup
+	$(BIN)/python benchmarks/bench_demonstrations.py
+
+lab: setup
+	$(BIN)/jupyter lab notebooks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

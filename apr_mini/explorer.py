@@ -1,0 +1,36 @@
+"""Look inside a trace tree: an ipywidgets explorer that lists its threads (by
+:func:`apr_mini.trace_language.timeline`) and shows the one you click. Used by notebook 02 on
+demonstrations and by notebook 04 on live engine runs.
+"""
+
+from __future__ import annotations
+
+import html
+
+from . import trace_language as tl
+
+
+def segment_label(segment: tl.Segment) -> str:
+    return (f"{'    ' * segment.depth}{segment.thread} · call {segment.call} · {segment.outcome}"
+            f" · tokens {segment.start}-{segment.end}")
+
+
+def tree_explorer(tree: dict, title: str = ""):
+    """An ipywidgets view: a list of threads (indented by depth) and the selected thread's text."""
+    import ipywidgets as widgets
+
+    segments = tl.timeline(tree)
+    chooser = widgets.Select(options=[(segment_label(s), i) for i, s in enumerate(segments)], rows=min(12, len(segments)),
+                             layout=widgets.Layout(width="100%"))
+    reader = widgets.HTML()
+
+    def show(change=None):
+        segment = segments[chooser.value]
+        reader.value = (f"<b>{html.escape(segment.thread)}, call {segment.call}</b> ({segment.outcome})"
+                        f"<pre style='max-height:420px;overflow:auto;font-size:12px'>{html.escape(segment.text)}</pre>")
+
+    chooser.observe(show, names="value")
+    chooser.value = 0
+    show()
+    header = [widgets.HTML(f"<b>{html.escape(title)}</b>")] if title else []
+    return widgets.VBox(header + [chooser, reader])
