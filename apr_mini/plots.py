@@ -49,15 +49,19 @@ def timeline_figure(segments, title: str = "Threads over time (in tokens)") -> g
 
 
 def context_fit_figure(demos: list[dict], windows: list[int] | None = None) -> go.Figure:
-    """Share of demonstrations whose longest sequence fits a context window: SoS+ vs APR."""
-    sosp = sorted(row["sosp"]["tokens"] for row in demos)
-    apr = sorted(row["apr"]["stats"]["longest_sequence"] for row in demos)
-    top = max(sosp[-1], apr[-1])
+    """Share of demonstrations that fit a context window: SoS+ traces, APR's longest sequence, and
+    the same APR search written out as one sequence (its total tokens)."""
+    curves = [
+        ("SoS+ trace", sorted(row["sosp"]["tokens"] for row in demos), "#EF553B", "solid"),
+        ("APR, longest thread", sorted(row["apr"]["stats"]["longest_sequence"] for row in demos), "#636EFA", "solid"),
+        ("APR search as one sequence", sorted(row["apr"]["stats"]["total_tokens"] for row in demos), "#636EFA", "dot"),
+    ]
+    top = max(values[-1] for _, values, _, _ in curves)
     windows = windows or list(range(0, top + 64, max(1, top // 60)))
     fig = go.Figure()
-    for name, values, color in [("SoS+", sosp, "#EF553B"), ("APR", apr, "#636EFA")]:
+    for name, values, color, dash in curves:
         fig.add_trace(go.Scatter(x=windows, y=[sum(v <= w for v in values) / len(values) for w in windows],
-                                 name=name, line_color=color))
+                                 name=name, line={"color": color, "dash": dash}))
     fig.update_layout(title="How many demonstrations fit in a context window?", xaxis_title="context window (tokens)",
                       yaxis_title="share that fits", yaxis_tickformat=".0%", height=380)
     return fig

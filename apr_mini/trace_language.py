@@ -464,10 +464,16 @@ def timeline(tree: dict, count: Callable[[str], int] = count_tokens, *, thread: 
     spawn ``k - 1`` has finished."""
     calls, subs = tree["main_calls"], tree.get("sub_calls", [])
     segments: list[Segment] = []
-    clock = start
+    clock, kept_chars, kept_tokens, tokens = start, 0, 0, 0  # kept_*: what this call repeats of the last
     for k, text in enumerate(calls):
-        tokens = count(text)
-        new = tokens - (count(parse_spawn(calls[k - 1]).before) if k else 0)
+        if k:
+            before = parse_spawn(calls[k - 1]).before
+            if not text.startswith(before):
+                raise TraceFormatError(f"{thread}: main call {k} does not continue from its spawn's text")
+            kept_tokens = tokens - count(calls[k - 1][len(before):])
+            kept_chars = len(before)
+        new = count(text[kept_chars:])
+        tokens = kept_tokens + new
         if is_spawn(text):
             outcome = "spawn"
         else:
