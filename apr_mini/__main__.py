@@ -1,7 +1,8 @@
-"""Command line: ``python -m apr_mini {data,demo,solve} --help`` (also installed as ``apr-mini``).
+"""Command line: ``python -m apr_mini {data,demo,sft,solve} --help`` (also installed as ``apr-mini``).
 
 - ``data``: write a profile's problems, demonstrations and SFT rows (JSONL) with a manifest;
 - ``demo``: the main job of ``make demo`` (for now: data + summary table + plot);
+- ``sft``: train a SoS+ or APR model with TRL (checkpoints, resumes, logs a learning curve);
 - ``solve``: solve one Countdown problem exactly, e.g. ``python -m apr_mini solve 24 32 84 26 59``.
 """
 
@@ -64,6 +65,23 @@ def cmd_demo(args) -> None:
     print(f"plot: {plot}")
 
 
+def cmd_sft(args) -> None:
+    from .countdown import Problem
+    from .data import read_jsonl
+    from .sft import SFTRun, train
+
+    profile = get_profile(args.profile)
+    data = Path(args.data or f"runs/{profile.name}/data")
+    run = SFTRun(kind=args.kind, model=args.model or profile.name, max_tokens=args.max_tokens, lr=args.lr,
+                 seed=args.seed, eval_every=args.eval_every, eval_problems=args.eval_problems, threads=args.threads,
+                 keep=args.keep)
+    val = [Problem.from_dict(r) for r in read_jsonl(data / "problems_val.jsonl")]
+    out = args.out or f"runs/{profile.name}/sft-{args.kind}"
+    command = "python -m apr_mini " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    metrics = train(run, data, out, val_problems=val, command=command)
+    print(f"trained {metrics['tokens_seen']:,} tokens, final loss {metrics['final_loss']}: {out}/final")
+
+
 def cmd_solve(args) -> None:
     from .countdown import all_solutions
 
@@ -87,6 +105,20 @@ def main(argv=None) -> None:
     _add_data_args(demo)
     demo.add_argument("--out", help="output folder (default: runs/<profile>/data)")
     demo.set_defaults(fn=cmd_demo)
+    sft = sub.add_parser("sft", help="train a SoS+ or APR model on a data folder (resumes from checkpoints)")
+    sft.add_argument("--profile", choices=sorted(PROFILES), help="default: $APR_PROFILE or cpu")
+    sft.add_argument("--kind", choices=["sosp", "apr"], required=True)
+    sft.add_argument("--data", help="data folder (default: runs/<profile>/data)")
+    sft.add_argument("--out", help="run folder (default: runs/<profile>/sft-<kind>)")
+    sft.add_argument("--model", help="model preset (default: the profile's name)")
+    sft.add_argument("--max-tokens", type=int, default=20_000_000, help="training budget in tokens")
+    sft.add_argument("--lr", type=float, default=3e-3)
+    sft.add_argument("--seed", type=int, default=0)
+    sft.add_argument("--keep", choices=["all", "solved"], default="all", help="which demonstrations to train on")
+    sft.add_argument("--eval-every", type=int, default=2000, help="steps between learning-curve points")
+    sft.add_argument("--eval-problems", type=int, default=100)
+    sft.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    sft.set_defaults(fn=cmd_sft)
     solve = sub.add_parser("solve", help="solve one problem exactly")
     solve.add_argument("target", type=int)
     solve.add_argument("numbers", type=int, nargs="+")

@@ -291,7 +291,7 @@ def condition_tree(tree: dict, kind: str | None, *, token_budget_step: int = 512
 
 def demonstrate(problem: Problem, demo: DemoConfig, rng: random.Random) -> dict:
     """One problem's SoS+ trace and APR tree, with randomly drawn beams (recorded in the row)."""
-    sosp_beam = rng.randint(1, demo.sosp_max_beam)
+    sosp_beam = rng.randint(demo.sosp_min_beam, demo.sosp_max_beam)
     sosp = sosp_trace(problem, beam=sosp_beam, dive_probability=demo.sosp_dive_probability,
                       heuristic=demo.heuristic, rng=rng)
     beam = rng.randint(demo.apr_min_beam, demo.apr_max_beam)

@@ -1,0 +1,70 @@
+"""Small Llama models for traces: named presets, built from scratch as standard HF checkpoints.
+
+Paper section 4: a Llama-2-architecture model of 228M parameters with a 4,096-token context, trained
+from scratch. The ``gpu`` preset is that size (head_dim 64, which SGLang's kernels need); ``cpu`` and
+``tiny`` are small enough to train on a 2-core CPU. All presets tie input and output embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    n_layers: int
+    hidden: int
+    n_heads: int
+    ffn: int
+    context: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.n_heads
+
+
+MODEL_PRESETS: dict[str, ModelPreset] = {
+    "tiny": ModelPreset(n_layers=2, hidden=64, n_heads=2, ffn=256, context=1024),
+    "cpu": ModelPreset(n_layers=4, hidden=128, n_heads=4, ffn=512, context=1024),
+    "gpu": ModelPreset(n_layers=18, hidden=1024, n_heads=16, ffn=2816, context=4096),
+}
+
+
+def llama_config(preset: ModelPreset | str, tokenizer):
+    """A ``LlamaConfig`` for ``preset`` with the tokenizer's vocabulary and special tokens."""
+    from transformers import LlamaConfig
+
+    preset = MODEL_PRESETS[preset] if isinstance(preset, str) else preset
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=preset.hidden, intermediate_size=preset.ffn,
+        num_hidden_layers=preset.n_layers, num_attention_heads=preset.n_heads,
+        num_key_value_heads=preset.n_heads, max_position_embeddings=preset.context,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, rope_theta=10000.0,
+    )
+
+
+def build_model(preset: ModelPreset | str, tokenizer, seed: int = 0):
+    """A freshly initialised ``LlamaForCausalLM`` (seeded)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(llama_config(preset, tokenizer))
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def preset_table(tokenizer) -> list[dict]:
+    """Each preset's shape and parameter count (built on the meta device: no memory needed)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    rows = []
+    for name, preset in MODEL_PRESETS.items():
+        with torch.device("meta"):
+            model = LlamaForCausalLM(llama_config(preset, tokenizer))
+        rows.append({"preset": name, **asdict(preset), "head_dim": preset.head_dim, "parameters": count_parameters(model)})
+    return rows

@@ -1,0 +1,229 @@
+"""Supervised fine-tuning on demonstrations with TRL's ``SFTTrainer``, plus engine-free evaluation.
+
+Paper section 4.2 (SFT on solver trajectories). The reference never published its preprocessing;
+apr-mini's, seeded and applied identically to SoS+ and APR:
+
+- **rows**: SoS+ has one row per demonstration (root prompt -> the whole trace); APR has one row per
+  main call of every thread (:func:`apr_mini.trace_language.sft_rows`), as the paper trains.
+- **kept**: every demonstration, solved or not (failed searches teach the model to finish with
+  ``No solution found.``); ``keep="solved"`` keeps only trees/traces whose result verifies.
+- **over-long rows** (BOS + prompt + completion + EOS beyond the context window) are dropped, not
+  truncated: a truncated trace would teach the model to stop mid-search. The dropped share is reported;
+  it is where SoS+ pays for its long sequences.
+- **loss** on the completion only: the prompt, or the join text, is written by the engine.
+- **hygiene**: rows come from training problems only; validation problems are disjoint by sorted
+  numbers + target (:func:`apr_mini.data.make_splits`).
+
+Batches are padding-free: TRL packs rows into ``context``-token blocks (best-fit decreasing) with
+per-row position ids, so no compute is spent on padding and no token attends across rows. TRL
+flattens a micro-batch into one sequence, so a micro-batch holds one block (attention cost grows with
+the square of its length) and gradient accumulation makes up the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import trace_language as tl
+from .countdown import Problem, is_solvable
+from .data import read_jsonl
+from .generation import generate
+
+
+@dataclass(frozen=True)
+class SFTRun:
+    """One training run. ``max_tokens`` is the budget in trained (non-padding) tokens."""
+
+    kind: str = "sosp"                  # "sosp" or "apr"
+    model: str = "cpu"                  # a key of apr_mini.models.MODEL_PRESETS
+    max_tokens: int = 20_000_000
+    batch_size: int = 1                 # packed blocks of `context` tokens per micro-batch
+    grad_accum: int = 2                 # micro-batches per optimizer step
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_ratio: float = 0.02
+    weight_decay: float = 0.1
+    keep: str = "all"                   # "all" or "solved"
+    packing: bool = True
+    seed: int = 0
+    eval_every: int = 500               # steps between learning-curve points (0: never)
+    eval_problems: int = 100
+    save_every: int = 250
+    threads: int = 0                    # torch threads (0: leave as is)
+    extra: dict = field(default_factory=dict)
+
+
+def load_rows(data_dir: str | Path, kind: str, keep: str = "all") -> list[dict]:
+    if kind not in ("sosp", "apr"):
+        raise ValueError(f"kind must be 'sosp' or 'apr', got {kind!r}")
+    path = Path(data_dir) / f"sft_{kind}_train.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: make it with `python -m apr_mini data --out {data_dir}`")
+    rows = read_jsonl(path)
+    return [r for r in rows if keep == "all" or r["solved"]]
+
+
+def tokenize_rows(rows: list[dict], tokenizer, context: int, seed: int = 0):
+    """Pre-tokenized rows (``input_ids``, ``completion_mask``) that fit the context, shuffled; and a
+    report of what was dropped."""
+    from datasets import Dataset
+
+    prompts = tokenizer([r["prompt"] for r in rows])["input_ids"]
+    fulls = tokenizer([r["prompt"] + r["completion"] for r in rows])["input_ids"]
+    kept, dropped = [], 0
+    for prompt, full in zip(prompts, fulls):
+        if full[:len(prompt)] != prompt:
+            raise ValueError("tokenization is not stable at the prompt/completion boundary")
+        full = full + [tokenizer.eos_token_id]
+        if len(full) > context:
+            dropped += 1
+            continue
+        kept.append({"input_ids": full, "completion_mask": [0] * len(prompt) + [1] * (len(full) - len(prompt))})
+    random.Random(seed).shuffle(kept)
+    tokens = sum(len(r["input_ids"]) for r in kept)
+    report = {"rows": len(rows), "kept": len(kept), "dropped_over_context": dropped, "tokens_per_epoch": tokens}
+    return Dataset.from_list(kept), report
+
+
+def sft_config(run: SFTRun, out_dir: Path, context: int, max_steps: int):
+    """TRL's config for a CPU- and GPU-friendly run (no bf16 or gradient checkpointing on CPU)."""
+    import torch
+    from trl import SFTConfig
+
+    on_gpu = torch.cuda.is_available()
+    return SFTConfig(
+        output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=run.batch_size,
+        gradient_accumulation_steps=run.grad_accum,
+        learning_rate=run.lr, lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": run.min_lr_ratio}, warmup_steps=max(1, int(run.warmup_ratio * max_steps)),
+        weight_decay=run.weight_decay, adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=1.0,
+        bf16=on_gpu, gradient_checkpointing=False, max_length=context, packing=run.packing,
+        packing_strategy="bfd", completion_only_loss=True, logging_steps=25, save_steps=run.save_every,
+        save_total_limit=2, report_to="none", seed=run.seed, data_seed=run.seed, dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding", use_cpu=not on_gpu, disable_tqdm=False,
+    )
+
+
+def latest_checkpoint(out_dir: Path) -> str | None:
+    checkpoints = sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return str(checkpoints[-1]) if checkpoints else None
+
+
+def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problems: list[Problem] | None = None,
+          command: str = "") -> dict:
+    """Train (or resume) a model on ``data_dir``'s rows; write ``out_dir/final`` and ``metrics.json``.
+
+    The learning curve (verified success on ``val_problems`` against tokens seen) is appended to
+    ``out_dir/curve.jsonl`` every ``eval_every`` steps, so a killed run keeps its points.
+    """
+    import torch
+    from transformers import TrainerCallback
+    from trl import SFTTrainer
+
+    from .models import MODEL_PRESETS, build_model, count_parameters
+    from .tokenizer import build_tokenizer
+
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    context = MODEL_PRESETS[run.model].context
+    dataset, report = tokenize_rows(load_rows(data_dir, run.kind, run.keep), tokenizer, context, run.seed)
+    tokens_per_step = run.batch_size * run.grad_accum * context
+    max_steps = max(1, run.max_tokens // tokens_per_step)
+    metrics_path = out / "metrics.json"
+    if metrics_path.exists() and json.loads(metrics_path.read_text())["steps"] >= max_steps:
+        print(f"{out} has already trained {max_steps} steps; remove it to train again")
+        return json.loads(metrics_path.read_text())
+    model = build_model(run.model, tokenizer, seed=run.seed)
+    curve_path = out / "curve.jsonl"
+    val = (val_problems or [])[: run.eval_problems]
+
+    class Curve(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if run.eval_every and val and state.global_step % run.eval_every == 0:
+                self.record(state, model)
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            if val:
+                self.record(state, model)
+
+        def record(self, state, model):
+            loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
+            scores = evaluate(model, tokenizer, val, kind=run.kind)
+            point = {"step": state.global_step, "tokens": state.num_input_tokens_seen, "loss": loss, **scores}
+            with curve_path.open("a") as f:
+                f.write(json.dumps(point) + "\n")
+            print(f"[curve] {point}", flush=True)
+
+    trainer = SFTTrainer(model=model, args=sft_config(run, out, context, max_steps), train_dataset=dataset,
+                         processing_class=tokenizer, callbacks=[Curve()])
+    start = time.time()
+    trainer.train(resume_from_checkpoint=latest_checkpoint(out))
+    trainer.save_model(str(out / "final"))
+    tokenizer.save_pretrained(str(out / "final"))
+    metrics = {
+        "command": command, "run": asdict(run), "data": str(data_dir), "preprocessing": report,
+        "parameters": count_parameters(trainer.model), "context": context,
+        "tokens_seen": trainer.state.num_input_tokens_seen, "steps": trainer.state.global_step,
+        "seconds_this_session": round(time.time() - start, 1),
+        "final_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None),
+    }
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation without the parallel engine
+# ---------------------------------------------------------------------------------------------
+
+def evaluate(model, tokenizer, problems: list[Problem], *, kind: str = "sosp", temperature: float = 0.0,
+             batch_size: int = 64) -> dict:
+    """SoS+: sample a trace per problem and verify it. APR: sample the parent; where it spawns, check
+    the spawn is well-formed, run the children from their prompts and verify their results on their
+    own sub-problems."""
+    prompts = [tl.root_prompt(p.target, p.nums) for p in problems]
+    parents = generate(model, tokenizer, prompts, temperature=temperature, batch_size=batch_size)
+    texts = [s.prompt + s.completion for s in parents]
+    verdicts = [tl.verify_trace(t, p.nums, p.target) for t, p in zip(texts, problems)]
+    scores = {
+        "n": len(problems),
+        "verified": round(sum(map(bool, verdicts)) / max(1, len(problems)), 4),
+        "finished": round(sum(s.finished for s in parents) / max(1, len(problems)), 4),
+        "mean_new_tokens": round(sum(s.new_tokens for s in parents) / max(1, len(problems)), 1),
+    }
+    if kind == "apr":
+        scores.update(evaluate_children(model, tokenizer, texts, temperature=temperature, batch_size=batch_size))
+    return scores
+
+
+def evaluate_children(model, tokenizer, parent_texts: list[str], *, temperature: float = 0.0,
+                      batch_size: int = 64) -> dict:
+    """For parents that end in a spawn: how many spawns parse, and how many children solve their
+    sub-problem (among children whose sub-problem is solvable at all)."""
+    spawning = [t for t in parent_texts if tl.is_spawn(t)]
+    child_prompts, bad_spawns = [], 0
+    for text in spawning:
+        try:
+            child_prompts.extend(tl.child_prompts(text))
+        except tl.TraceFormatError:
+            bad_spawns += 1
+    children = generate(model, tokenizer, child_prompts, temperature=temperature, batch_size=batch_size)
+    solvable = solved = 0
+    for child in children:
+        node = tl.parse_prompt(child.prompt)
+        if is_solvable(node.nums, node.target):
+            solvable += 1
+            solved += bool(tl.verify_trace(child.prompt + child.completion, node.nums, node.target))
+    return {
+        "spawn_rate": round(len(spawning) / max(1, len(parent_texts)), 4),
+        "spawns_well_formed": round((len(spawning) - bad_spawns) / max(1, len(spawning)), 4),
+        "children": len(children),
+        "children_solvable": solvable,
+        "children_solved_of_solvable": round(solved / max(1, solvable), 4),
+    }

@@ -1,0 +1,67 @@
+"""A few steps of real SFT on the tiny profile: the pipeline trains, checkpoints, resumes and evaluates."""
+
+import json
+
+import pytest
+
+from apr_mini import trace_language as tl
+from apr_mini.config import PROFILES
+from apr_mini.data import build_dataset
+from apr_mini.sft import SFTRun, evaluate, load_rows, tokenize_rows, train
+from apr_mini.tokenizer import build_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    profile = PROFILES["tiny"]
+    profile = profile.replace(data=profile.data.__class__(n_train=60, n_val=10, seed=0))
+    build_dataset(profile, out, progress=False)
+    return out
+
+
+def test_rows_are_tokenized_with_completion_masks_and_over_long_rows_dropped(tiny_data):
+    tokenizer = build_tokenizer()
+    rows = load_rows(tiny_data, "apr")
+    dataset, report = tokenize_rows(rows, tokenizer, context=1024)
+    assert report["kept"] + report["dropped_over_context"] == len(rows) == report["rows"]
+    first = dataset[0]
+    assert first["input_ids"][0] == tokenizer.bos_token_id and first["input_ids"][-1] == tokenizer.eos_token_id
+    assert len(first["completion_mask"]) == len(first["input_ids"]) and first["completion_mask"][0] == 0
+    _, short = tokenize_rows(rows, tokenizer, context=100)
+    assert short["dropped_over_context"] > 0
+
+
+def test_train_checkpoints_resumes_and_evaluates(tiny_data, tmp_path):
+    from apr_mini.countdown import Problem
+    from apr_mini.data import read_jsonl
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    val = [Problem.from_dict(r) for r in read_jsonl(tiny_data / "problems_val.jsonl")]
+    first = SFTRun(kind="apr", model="tiny", max_tokens=4 * 2048, eval_every=4, eval_problems=3, save_every=4)
+    metrics = train(first, tiny_data, tmp_path, val_problems=val, command="test")
+    assert metrics["steps"] == 4 and metrics["tokens_seen"] > 0
+    longer = SFTRun(kind="apr", model="tiny", max_tokens=8 * 2048, eval_every=4, eval_problems=3, save_every=4)
+    assert train(longer, tiny_data, tmp_path, val_problems=val, command="test")["steps"] == 8  # resumed at 4
+    curve = [json.loads(line) for line in (tmp_path / "curve.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in curve] == [4, 4, 8, 8] and "children_solved_of_solvable" in curve[0]
+    assert curve[2]["tokens"] > curve[1]["tokens"]
+    assert train(longer, tiny_data, tmp_path, val_problems=val)["steps"] == 8  # finished: nothing more to do
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "final")
+    scores = evaluate(model, tokenizer, val[:2], kind="sosp")
+    assert scores["n"] == 2 and 0 <= scores["verified"] <= 1
+    assert json.loads((tmp_path / "metrics.json").read_text())["command"] == "test"
+
+
+def test_generation_stops_rows_independently_and_respects_the_context():
+    from apr_mini.generation import generate
+    from apr_mini.models import build_model
+
+    tokenizer = build_tokenizer()
+    model = build_model("tiny", tokenizer)
+    prompts = [tl.root_prompt(24, [4, 9, 3]), tl.root_prompt(30, [5, 6, 7, 11]) + "\nExploring Operation: "]
+    samples = generate(model, tokenizer, prompts, max_new_tokens=7)
+    assert [s.prompt for s in samples] == prompts
+    assert all(s.new_tokens <= 7 for s in samples)
+    assert generate(model, tokenizer, []) == []
