@@ -1,8 +1,9 @@
-"""Command line: ``python -m apr_mini {data,demo,sft,solve} --help`` (also installed as ``apr-mini``).
+"""Command line: ``python -m apr_mini {data,demo,sft,evaluate,solve} --help`` (also installed as ``apr-mini``).
 
 - ``data``: write a profile's problems, demonstrations and SFT rows (JSONL) with a manifest;
 - ``demo``: the main job of ``make demo`` (for now: data + summary table + plot);
 - ``sft``: train a SoS+ or APR model with TRL (checkpoints, resumes, logs a learning curve);
+- ``evaluate``: verified success of a checkpoint on held-out problems, without the parallel engine;
 - ``solve``: solve one Countdown problem exactly, e.g. ``python -m apr_mini solve 24 32 84 26 59``.
 """
 
@@ -80,6 +81,27 @@ def cmd_sft(args) -> None:
     command = "python -m apr_mini " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     metrics = train(run, data, out, val_problems=val, command=command)
     print(f"trained {metrics['tokens_seen']:,} tokens, final loss {metrics['final_loss']}: {out}/final")
+    if args.ship:
+        from .sft import ship
+
+        shipped = ship(out, data, args.ship, kind=args.kind, n_val=args.ship_val, command=command)
+        print(f"shipped to {args.ship}: validation {shipped['validation']}")
+
+
+def cmd_evaluate(args) -> None:
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .countdown import Problem
+    from .data import read_jsonl
+    from .sft import evaluate
+
+    problems = [Problem.from_dict(r) for r in read_jsonl(args.problems)][: args.n]
+    model = AutoModelForCausalLM.from_pretrained(args.checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(args.checkpoint)
+    scores = evaluate(model, tokenizer, problems, kind=args.kind, temperature=args.temperature)
+    print(json.dumps({"checkpoint": args.checkpoint, "problems": args.problems, **scores}, indent=2))
 
 
 def cmd_solve(args) -> None:
@@ -118,7 +140,17 @@ def main(argv=None) -> None:
     sft.add_argument("--eval-every", type=int, default=2000, help="steps between learning-curve points")
     sft.add_argument("--eval-problems", type=int, default=100)
     sft.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    sft.add_argument("--ship", help="after training, copy the model to this folder (e.g. data/cpu-sosp) with "
+                                    "its validation problems, and evaluate it there")
+    sft.add_argument("--ship-val", type=int, default=200, help="validation problems to evaluate when shipping")
     sft.set_defaults(fn=cmd_sft)
+    evaluate = sub.add_parser("evaluate", help="verified success of a checkpoint on held-out problems (no engine)")
+    evaluate.add_argument("--checkpoint", required=True, help="a folder with model and tokenizer")
+    evaluate.add_argument("--kind", choices=["sosp", "apr"], required=True)
+    evaluate.add_argument("--problems", required=True, help="a problems JSONL file (e.g. problems_val.jsonl)")
+    evaluate.add_argument("--n", type=int, default=200, help="how many problems (from the top)")
+    evaluate.add_argument("--temperature", type=float, default=0.0)
+    evaluate.set_defaults(fn=cmd_evaluate)
     solve = sub.add_parser("solve", help="solve one problem exactly")
     solve.add_argument("target", type=int)
     solve.add_argument("numbers", type=int, nargs="+")

@@ -59,7 +59,7 @@ class DemoConfig:
     apr_max_sub_beam: int = 15
     spawn_probability: float = 0.9
     max_spawn_depth: int = 1  # reference: 1 (children never spawn); 2+ gives nested spawns
-    # Optional conditioning prefix on every demonstration: None, "sub_calls" or "tokens"
+    # Optional conditioning prefix on APR demonstrations: None, "sub_calls" or "tokens"
     condition: str | None = None
     token_budget_step: int = 512  # token budgets are rounded up to a multiple of this
 

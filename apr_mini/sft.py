@@ -178,6 +178,48 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
     return metrics
 
 
+def ship(run_dir: str | Path, data_dir: str | Path, dest: str | Path, *, kind: str, n_val: int = 200,
+         command: str = "") -> dict:
+    """Copy a finished run's model, tokenizer and learning curve to ``dest`` (e.g. ``data/cpu-sosp``)
+    with the validation problems, evaluate it on them, and write ``metrics.json``."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir, data_dir, dest = Path(run_dir), Path(data_dir), Path(dest)
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in (run_dir / "final").iterdir():
+        if item.suffix != ".bin":  # training_args.bin is a pickle: not part of a checkpoint
+            shutil.copy(item, dest / item.name)
+    shutil.copy(run_dir / "curve.jsonl", dest / "curve.jsonl")
+    val_rows = read_jsonl(data_dir / "problems_val.jsonl")[:n_val]
+    (dest / "problems_val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in val_rows))
+    model = AutoModelForCausalLM.from_pretrained(dest)
+    tokenizer = AutoTokenizer.from_pretrained(dest)
+    validation = evaluate(model, tokenizer, [Problem.from_dict(r) for r in val_rows], kind=kind)
+    task = manifest["profile"]["task"]
+    metrics = {
+        "command": trained["command"],
+        "ship_command": command,
+        "data_command": manifest["command"],
+        "data_seed": manifest["profile"]["data"]["seed"],
+        "task": {"n_numbers": task["n_numbers"], "numbers": [task["min_number"], task["max_number"]],
+                 "targets": [task["min_target"], task["max_target"]], "context": trained["context"]},
+        "wall_seconds": trained["seconds_this_session"],
+        "tokens_seen": trained["tokens_seen"],
+        "steps": trained["steps"],
+        "final_loss": trained["final_loss"],
+        "parameters": trained["parameters"],
+        "preprocessing": trained["preprocessing"],
+        "run": trained["run"],
+        "validation": {"problems": "problems_val.jsonl", "decoding": "greedy", **validation},
+    }
+    (dest / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation without the parallel engine
 # ---------------------------------------------------------------------------------------------

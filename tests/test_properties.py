@@ -26,7 +26,8 @@ def _no_code(monkeypatch):
 def test_hostile_text_never_crashes_the_parser(text):
     tl.extract_result(text)
     tl.node_table(text)
-    tl.split_tokens(text)
+    pieces = tl.split_tokens(text)
+    assert "".join(pieces) == text and tl.count_tokens(text) == len(pieces)
     verdict = tl.verify_trace(text, [1, 2, 3], 6)
     assert isinstance(verdict.reason, str)
     for fn in (tl.child_prompts, tl.parse_spawn, tl.parse_prompt):
