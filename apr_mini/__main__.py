@@ -91,16 +91,12 @@ def cmd_sft(args) -> None:
 def cmd_evaluate(args) -> None:
     import json
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from .countdown import Problem
     from .data import read_jsonl
-    from .sft import evaluate
+    from .sft import evaluate_checkpoint
 
     problems = [Problem.from_dict(r) for r in read_jsonl(args.problems)][: args.n]
-    model = AutoModelForCausalLM.from_pretrained(args.checkpoint)
-    tokenizer = AutoTokenizer.from_pretrained(args.checkpoint)
-    scores = evaluate(model, tokenizer, problems, kind=args.kind, temperature=args.temperature)
+    scores = evaluate_checkpoint(args.checkpoint, problems, kind=args.kind, temperature=args.temperature)
     print(json.dumps({"checkpoint": args.checkpoint, "problems": args.problems, **scores}, indent=2))
 
 

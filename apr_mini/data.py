@@ -59,20 +59,26 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
+def _pool(workers: int):
+    """A process pool for ``workers > 1``, else ``None`` (work stays in this process)."""
+    return mp.get_context().Pool(workers) if workers > 1 else None
+
+
+def _map(fn: Callable, items: list, pool, chunksize: int) -> Iterator:
+    return pool.imap(fn, items, chunksize=chunksize) if pool is not None else map(fn, items)
+
+
 def parallel_map(fn: Callable, items: list, *, workers: int = 1, desc: str = "", progress: bool = True,
                  chunksize: int = 16) -> Iterator:
     """``map(fn, items)`` in order, over ``workers`` processes, with a progress bar."""
-    bar = tqdm(total=len(items), desc=desc, disable=not progress, file=sys.stderr)
-    if workers <= 1:
-        for item in items:
-            yield fn(item)
-            bar.update()
-    else:
-        with mp.get_context().Pool(workers) as pool:
-            for out in pool.imap(fn, items, chunksize=chunksize):
-                yield out
-                bar.update()
-    bar.close()
+    pool = _pool(workers)
+    try:
+        for out in tqdm(_map(fn, items, pool, chunksize), total=len(items), desc=desc, disable=not progress,
+                        file=sys.stderr):
+            yield out
+    finally:
+        if pool is not None:
+            pool.terminate()
 
 
 def _chunk_job(args) -> list[Problem]:
@@ -86,22 +92,27 @@ def unique_problems(task: TaskConfig, n: int, *, seed: int, stream: str, exclude
     chosen: list[Problem] = []
     seen = set(exclude)
     bar = tqdm(total=n, desc=f"problems ({stream})", disable=not progress, file=sys.stderr)
+    pool = _pool(workers)
     chunk, barren = 0, 0
-    while len(chosen) < n:
-        batch = max(1, workers) * 4
-        jobs = [(task, seed, stream, k) for k in range(chunk, chunk + batch)]
-        chunk += batch
-        before = len(chosen)
-        for problems in parallel_map(_chunk_job, jobs, workers=workers, progress=False, chunksize=1):
-            for problem in problems:
-                if len(chosen) < n and problem.key not in seen:
-                    seen.add(problem.key)
-                    chosen.append(problem)
-        bar.update(len(chosen) - before)
-        barren = barren + 1 if len(chosen) == before else 0
-        if barren >= 3:
-            raise ValueError(f"only {len(chosen)} distinct solvable problems found for {task} "
-                             f"(asked for {n}); widen the task's ranges or ask for fewer")
+    try:
+        while len(chosen) < n:
+            batch = max(1, workers) * 4
+            jobs = [(task, seed, stream, k) for k in range(chunk, chunk + batch)]
+            chunk += batch
+            before = len(chosen)
+            for problems in _map(_chunk_job, jobs, pool, chunksize=1):
+                for problem in problems:
+                    if len(chosen) < n and problem.key not in seen:
+                        seen.add(problem.key)
+                        chosen.append(problem)
+            bar.update(len(chosen) - before)
+            barren = barren + 1 if len(chosen) == before else 0
+            if barren >= 3:
+                raise ValueError(f"only {len(chosen)} distinct solvable problems found for {task} "
+                                 f"(asked for {n}); widen the task's ranges or ask for fewer")
+    finally:
+        if pool is not None:
+            pool.terminate()
     bar.close()
     return chosen
 

@@ -137,9 +137,11 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
     tokens_per_step = run.batch_size * run.grad_accum * context
     max_steps = max(1, run.max_tokens // tokens_per_step)
     metrics_path = out / "metrics.json"
-    if metrics_path.exists() and json.loads(metrics_path.read_text())["steps"] >= max_steps:
-        print(f"{out} has already trained {max_steps} steps; remove it to train again")
-        return json.loads(metrics_path.read_text())
+    if metrics_path.exists():
+        finished = json.loads(metrics_path.read_text())
+        if finished["steps"] >= max_steps:
+            print(f"{out} has already trained {max_steps} steps; remove it to train again")
+            return finished
     model = build_model(run.model, tokenizer, seed=run.seed)
     curve_path = out / "curve.jsonl"
     val = (val_problems or [])[: run.eval_problems]
@@ -184,8 +186,6 @@ def ship(run_dir: str | Path, data_dir: str | Path, dest: str | Path, *, kind: s
     with the validation problems, evaluate it on them, and write ``metrics.json``."""
     import shutil
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     run_dir, data_dir, dest = Path(run_dir), Path(data_dir), Path(dest)
     trained = json.loads((run_dir / "metrics.json").read_text())
     manifest = json.loads((data_dir / "manifest.json").read_text())
@@ -196,9 +196,7 @@ def ship(run_dir: str | Path, data_dir: str | Path, dest: str | Path, *, kind: s
     shutil.copy(run_dir / "curve.jsonl", dest / "curve.jsonl")
     val_rows = read_jsonl(data_dir / "problems_val.jsonl")[:n_val]
     (dest / "problems_val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in val_rows))
-    model = AutoModelForCausalLM.from_pretrained(dest)
-    tokenizer = AutoTokenizer.from_pretrained(dest)
-    validation = evaluate(model, tokenizer, [Problem.from_dict(r) for r in val_rows], kind=kind)
+    validation = evaluate_checkpoint(dest, [Problem.from_dict(r) for r in val_rows], kind=kind)
     task = manifest["profile"]["task"]
     metrics = {
         "command": trained["command"],
@@ -223,6 +221,16 @@ def ship(run_dir: str | Path, data_dir: str | Path, dest: str | Path, *, kind: s
 # ---------------------------------------------------------------------------------------------
 # Evaluation without the parallel engine
 # ---------------------------------------------------------------------------------------------
+
+def evaluate_checkpoint(checkpoint: str | Path, problems: list[Problem], *, kind: str,
+                        temperature: float = 0.0) -> dict:
+    """Load a saved model and tokenizer and :func:`evaluate` them."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint))
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    return evaluate(model, tokenizer, problems, kind=kind, temperature=temperature)
+
 
 def evaluate(model, tokenizer, problems: list[Problem], *, kind: str = "sosp", temperature: float = 0.0,
              batch_size: int = 64) -> dict:
