@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import trace_language as tl
@@ -54,7 +54,6 @@ class SFTRun:
     eval_problems: int = 100
     save_every: int = 250
     threads: int = 0                    # torch threads (0: leave as is)
-    extra: dict = field(default_factory=dict)
 
 
 def load_rows(data_dir: str | Path, kind: str, keep: str = "all") -> list[dict]:
@@ -131,17 +130,16 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
         torch.set_num_threads(run.threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
     context = MODEL_PRESETS[run.model].context
-    dataset, report = tokenize_rows(load_rows(data_dir, run.kind, run.keep), tokenizer, context, run.seed)
-    tokens_per_step = run.batch_size * run.grad_accum * context
-    max_steps = max(1, run.max_tokens // tokens_per_step)
+    max_steps = max(1, run.max_tokens // (run.batch_size * run.grad_accum * context))
     metrics_path = out / "metrics.json"
     if metrics_path.exists():
         finished = json.loads(metrics_path.read_text())
         if finished["steps"] >= max_steps:
             print(f"{out} has already trained {max_steps} steps; remove it to train again")
             return finished
+    tokenizer = build_tokenizer()
+    dataset, report = tokenize_rows(load_rows(data_dir, run.kind, run.keep), tokenizer, context, run.seed)
     model = build_model(run.model, tokenizer, seed=run.seed)
     curve_path = out / "curve.jsonl"
     val = (val_problems or [])[: run.eval_problems]
