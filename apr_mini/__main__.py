@@ -1,9 +1,10 @@
-"""Command line: ``python -m apr_mini {data,demo,sft,evaluate,solve} --help`` (also installed as ``apr-mini``).
+"""Command line: ``python -m apr_mini {data,demo,sft,evaluate,infer,solve} --help`` (also installed as ``apr-mini``).
 
 - ``data``: write a profile's problems, demonstrations and SFT rows (JSONL) with a manifest;
 - ``demo``: the main job of ``make demo`` (for now: data + summary table + plot);
 - ``sft``: train a SoS+ or APR model with TRL (checkpoints, resumes, logs a learning curve);
 - ``evaluate``: verified success of a checkpoint on held-out problems, without the parallel engine;
+- ``infer``: run held-out problems through the spawn/join engine (APR, SoS+, N samples), resumable;
 - ``solve``: solve one Countdown problem exactly, e.g. ``python -m apr_mini solve 24 32 84 26 59``.
 """
 
@@ -15,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .config import PROFILES, get_profile
+from .config import PROFILES, UserFacingError, get_profile
 
 
 def _profile_from(args):
@@ -100,6 +101,30 @@ def cmd_evaluate(args) -> None:
     print(json.dumps({"checkpoint": args.checkpoint, "problems": args.problems, **scores}, indent=2))
 
 
+def cmd_infer(args) -> None:
+    import json
+
+    import torch
+
+    from .engine import Limits
+    from .inference import EvalSettings, load_problems, open_backend, run_eval, summarize, summary_table
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    limits = Limits(max_depth=args.max_depth, max_children=args.max_children,
+                    max_thread_tokens=args.max_thread_tokens, context=args.context)
+    settings = EvalSettings(method=args.method, samples=args.samples, temperature=args.temperature, seed=args.seed,
+                            prefix=args.prefix, limits=limits)
+    backend = open_backend(args.checkpoint, kind=args.backend, join=args.join, url=args.url, max_batch=args.max_batch)
+    problems = load_problems(args.problems, args.n)
+    out = args.out or f"runs/infer/{Path(args.checkpoint).name}-{args.method}.jsonl"
+    records = run_eval(backend, problems, out, settings, max_live=args.max_live, progress=not args.no_progress)
+    summary = summarize(records)
+    print(summary_table({f"{Path(args.checkpoint).name} {args.method}": summary}))
+    print(f"records: {out}")
+    Path(out).with_suffix(".summary.json").write_text(json.dumps(summary, indent=1))
+
+
 def cmd_solve(args) -> None:
     from .countdown import all_solutions
 
@@ -147,13 +172,38 @@ def main(argv=None) -> None:
     evaluate.add_argument("--n", type=int, default=200, help="how many problems (from the top)")
     evaluate.add_argument("--temperature", type=float, default=0.0)
     evaluate.set_defaults(fn=cmd_evaluate)
+    infer = sub.add_parser("infer", help="run problems through the spawn/join engine (resumes a killed run)")
+    infer.add_argument("--checkpoint", required=True, help="a folder with model and tokenizer")
+    infer.add_argument("--method", choices=["apr", "sosp"], required=True, help="sosp forbids spawning")
+    infer.add_argument("--problems", required=True, help="a problems JSONL file (e.g. problems_val.jsonl)")
+    infer.add_argument("--n", type=int, default=200, help="how many problems (from the top)")
+    infer.add_argument("--out", help="records JSONL (default: runs/infer/<checkpoint>-<method>.jsonl)")
+    infer.add_argument("--samples", type=int, default=1, help="samples per problem (pass@N, majority vote)")
+    infer.add_argument("--temperature", type=float, default=0.0)
+    infer.add_argument("--seed", type=int, default=0)
+    infer.add_argument("--prefix", default="", help='conditioning prefix, e.g. "Sub Call Budget: 8 "')
+    infer.add_argument("--max-depth", type=int, default=2, help="spawn levels below the root")
+    infer.add_argument("--max-children", type=int, default=16, help="children per spawn")
+    infer.add_argument("--max-thread-tokens", type=int, help="new tokens per thread")
+    infer.add_argument("--context", type=int, help="context window (default: the model's)")
+    infer.add_argument("--backend", choices=["transformers", "openai"], default="transformers")
+    infer.add_argument("--url", help="server url for --backend openai, e.g. http://127.0.0.1:8000")
+    infer.add_argument("--join", choices=["prefix-cache", "re-prefill"], default="prefix-cache")
+    infer.add_argument("--max-batch", type=int, default=64, help="rows decoded together (transformers backend)")
+    infer.add_argument("--max-live", type=int, default=64, help="problems in flight at once")
+    infer.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    infer.add_argument("--no-progress", action="store_true")
+    infer.set_defaults(fn=cmd_infer)
     solve = sub.add_parser("solve", help="solve one problem exactly")
     solve.add_argument("target", type=int)
     solve.add_argument("numbers", type=int, nargs="+")
     solve.add_argument("--show", type=int, default=5, help="how many solutions to print")
     solve.set_defaults(fn=cmd_solve)
     args = parser.parse_args(argv)
-    args.fn(args)
+    try:
+        args.fn(args)
+    except UserFacingError as err:
+        parser.exit(2, f"apr-mini {args.command}: error: {err}\n")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ PROFILE_ENV_VAR = "APR_PROFILE"
 DEFAULT_PROFILE = "cpu"
 
 
+class UserFacingError(Exception):
+    """An error whose message says what to do; the command line prints it without a traceback."""
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     """Which Countdown problems to draw (paper: 4 numbers in 1..99, targets 10..100)."""

@@ -234,7 +234,8 @@ def evaluate(model, tokenizer, problems: list[Problem], *, kind: str = "sosp", t
              batch_size: int = 64) -> dict:
     """SoS+: sample a trace per problem and verify it. APR: sample the parent; where it spawns, check
     the spawn is well-formed, run the children from their prompts and verify their results on their
-    own sub-problems."""
+    own sub-problems; and, as ``engine_verified``, the share of problems the full spawn/join engine
+    (notebook 04) solves with this model."""
     prompts = [tl.root_prompt(p.target, p.nums) for p in problems]
     parents = generate(model, tokenizer, prompts, temperature=temperature, batch_size=batch_size)
     texts = [s.prompt + s.completion for s in parents]
@@ -246,7 +247,15 @@ def evaluate(model, tokenizer, problems: list[Problem], *, kind: str = "sosp", t
         "mean_new_tokens": round(sum(s.new_tokens for s in parents) / max(1, len(problems)), 1),
     }
     if kind == "apr":
+        from .backends import TransformersBackend
+        from .engine import run_problems
+
         scores.update(evaluate_children(model, tokenizer, texts, temperature=temperature, batch_size=batch_size))
+        was_training = model.training
+        records = run_problems(TransformersBackend(model, tokenizer, max_batch=batch_size), problems,
+                               temperature=temperature)
+        model.train(was_training)
+        scores["engine_verified"] = round(sum(r["verified"] for r in records) / max(1, len(problems)), 4)
     return scores
 
 

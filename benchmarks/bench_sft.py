@@ -1,8 +1,8 @@
 """SFT throughput: padding-free packed batches vs plain padded batches, in trained tokens per second.
 
-Run:  python benchmarks/bench_sft.py [--data runs/cpu/data] [--model cpu] [--steps 40] [--threads 2]
+Run:  python benchmarks/bench_sft.py [--data runs/cpu/data] [--model cpu] [--kind sosp|apr] [--steps 40] [--threads 2]
 
-Both modes train the same model on the same SoS+ rows with TRL's SFTTrainer for ``--steps`` steps
+Both modes train the same model on the same rows (SoS+ or APR) with TRL's SFTTrainer for ``--steps`` steps
 (after a few warm-up steps) and count non-padding tokens. Packed: blocks of ``context`` tokens
 (best-fit decreasing, per-row position ids, no cross-row attention). Padded: rows padded to the
 longest in the batch, as many rows per batch as give the same tokens per step on average.
@@ -58,19 +58,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="runs/cpu/data")
     parser.add_argument("--model", default="cpu")
+    parser.add_argument("--kind", choices=["sosp", "apr"], default="sosp", help="which SFT rows")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tokenizer = build_tokenizer()
     context = MODEL_PRESETS[args.model].context
-    dataset, report = tokenize_rows(load_rows(args.data, "sosp"), tokenizer, context)
+    dataset, report = tokenize_rows(load_rows(args.data, args.kind), tokenizer, context)
     mean_row = report["tokens_per_epoch"] / report["kept"]
     padded_rows = max(1, round(2 * context / mean_row))
     packed = measure(dataset, tokenizer, args.model, packing=True, batch_size=1, grad_accum=2, steps=args.steps)
     padded = measure(dataset, tokenizer, args.model, packing=False, batch_size=padded_rows, grad_accum=1,
                      steps=args.steps)
-    print(f"SFT throughput, model {args.model!r}, {args.threads} threads, SoS+ rows of {mean_row:.0f} tokens on average, "
+    print(f"SFT throughput, model {args.model!r}, {args.threads} threads, {args.kind} rows of {mean_row:.0f} tokens on average, "
           f"{args.steps} steps")
     print("| batches | rows per step | trained tokens/s |")
     print("|---|---|---|")

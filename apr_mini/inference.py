@@ -1,0 +1,175 @@
+"""Evaluation runs through the spawn/join engine: resumable JSONL, baselines and summary metrics.
+
+Paper section 5: APR against SoS+ (sequential decoding), and against self-consistency and best-of-N
+(pass@N with the verifier) built from N SoS+ samples, on accuracy, total tokens, the longest
+sequence, the critical path and latency. Every method runs on the same engine
+(:mod:`apr_mini.engine`), so they are measured the same way:
+
+- ``apr``: the APR model, spawning within :class:`~apr_mini.engine.Limits`;
+- ``sosp``: the SoS+ model, with spawning forbidden (``max_depth=0``);
+- ``samples > 1``: N samples per problem at a temperature; :func:`summarize` reports the first
+  sample's accuracy, pass@N (best-of-N with the exact verifier) and the majority vote over the
+  samples' solutions (self-consistency).
+
+Each finished sample is one JSON line, appended as soon as it finishes, so a killed run resumes
+where it stopped (``run_eval`` skips the samples already in the file); the run's settings are stored
+next to it and a resume with other settings is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from statistics import mean
+
+from tqdm.auto import tqdm
+
+from . import trace_language as tl
+from .config import UserFacingError
+from .countdown import Problem
+from .data import read_jsonl
+from .engine import Backend, Limits, Orchestrator
+
+
+class ResumeMismatch(UserFacingError, ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    method: str = "apr"              # "apr" or "sosp"
+    samples: int = 1                 # per problem; > 1 gives pass@N and majority vote
+    temperature: float = 0.0
+    seed: int = 0
+    prefix: str = ""                 # a conditioning prefix for the root, e.g. "Sub Call Budget: 8 "
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self):
+        if self.method not in ("apr", "sosp"):
+            raise ValueError(f"method must be 'apr' or 'sosp', not {self.method!r}")
+        if self.samples > 1 and self.temperature <= 0:
+            raise ValueError("several samples per problem need a temperature > 0 (greedy samples are identical)")
+
+    def engine_limits(self) -> Limits:
+        return Limits(**{**asdict(self.limits), "max_depth": 0}) if self.method == "sosp" else self.limits
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _sample_key(problem: int, sample: int, samples: int) -> int:
+    return problem * samples + sample
+
+
+def run_eval(backend: Backend, problems: list[Problem], out: str | Path, settings: EvalSettings = EvalSettings(),
+             *, max_live: int = 64, progress: bool = True) -> list[dict]:
+    """Run every (problem, sample) not yet in ``out`` (JSONL), appending each as it finishes; return
+    all records of the file, sorted by problem and sample."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta_path = out.with_suffix(".settings.json")
+    meta = {"settings": settings.to_dict(), "problems": [p.to_dict() for p in problems]}
+    if meta_path.exists() and out.exists():
+        if json.loads(meta_path.read_text()) != json.loads(json.dumps(meta)):
+            raise ResumeMismatch(f"{out} was started with other settings or problems ({meta_path}); "
+                             "pass another output path or delete both files to start over")
+    else:
+        meta_path.write_text(json.dumps(meta, indent=1))
+    done = {(r["id"], r["sample"]) for r in read_jsonl(out)} if out.exists() else set()
+    todo = [(_sample_key(i, k, settings.samples), p) for i, p in enumerate(problems) for k in range(settings.samples)
+            if (i, k) not in done]
+    engine = Orchestrator(backend, settings.engine_limits(), temperature=settings.temperature, seed=settings.seed,
+                          prefix=settings.prefix)
+    with open(out, "a") as sink, tqdm(total=len(todo), disable=not progress, desc=f"{settings.method} eval") as bar:
+        for record in engine.run(todo, max_live=max_live):
+            record["id"], record["sample"] = divmod(record["id"], settings.samples)
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            bar.update()
+    return sorted(read_jsonl(out), key=lambda r: (r["id"], r["sample"]))
+
+
+def solution_key(result: str | None) -> str | None:
+    """A result's operations in order, e.g. ``"12-3=9;9*4=36"``: what self-consistency votes on."""
+    if result is None:
+        return None
+    try:
+        steps, _, reached = tl.result_steps(result)
+    except tl.TraceFormatError:
+        return None
+    return ";".join(map(str, steps)) if reached and steps else None
+
+
+def summarize(records: list[dict]) -> dict:
+    """Accuracy and cost of a run. With several samples per problem: ``accuracy`` is the first
+    sample's, ``pass_at_n`` whether any sample verified, ``majority`` whether the most common
+    solution verified (ties: the first to appear); costs are per problem, summed over samples."""
+    by_problem: dict[int, list[dict]] = {}
+    for record in records:
+        by_problem.setdefault(record["id"], []).append(record)
+    rows = []
+    for samples in by_problem.values():
+        samples.sort(key=lambda r: r["sample"])
+        votes = Counter(k for k in (solution_key(r["result"]) for r in samples) if k is not None)
+        winner = votes.most_common(1)[0][0] if votes else None
+        majority = any(r["verified"] for r in samples if winner is not None and solution_key(r["result"]) == winner)
+        metrics = [r["metrics"] for r in samples]
+        rows.append({
+            "accuracy": samples[0]["verified"], "pass_at_n": any(r["verified"] for r in samples), "majority": majority,
+            "total_tokens": sum(m["total_tokens"] for m in metrics),
+            "longest_sequence": max(m["longest_sequence"] for m in metrics),
+            "critical_path": max(m["critical_path"] for m in metrics),
+            "children": sum(m["n_threads"] - 1 for m in metrics) / len(metrics),
+            "spawn_depth": max(m["spawn_depth"] for m in metrics),
+            "latency_s": max(m["latency_s"] for m in metrics),
+            "prefill_tokens": sum(m["prefill_tokens"] for m in metrics),
+            "decode_tokens": sum(m["decode_tokens"] for m in metrics),
+            "failed_threads": sum(len(m["failures"]) for m in metrics),
+        })
+    if not rows:
+        return {"problems": 0}
+    summary = {"problems": len(rows), "samples": len(records) // len(rows)}
+    for name in rows[0]:
+        summary[name] = round(mean(float(r[name]) for r in rows), 4)
+    summary["spawn_depth"] = max(r["spawn_depth"] for r in rows)
+    return summary
+
+
+def summary_table(summaries: dict[str, dict]) -> str:
+    """A Markdown table, one row per named run."""
+    columns = ["problems", "samples", "accuracy", "pass_at_n", "majority", "total_tokens", "longest_sequence",
+               "critical_path", "children", "spawn_depth", "latency_s", "prefill_tokens", "decode_tokens"]
+    lines = ["| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, summary in summaries.items():
+        lines.append(f"| {name} | " + " | ".join(str(summary.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def load_problems(path: str | Path, n: int | None = None) -> list[Problem]:
+    return [Problem.from_dict(r) for r in read_jsonl(path)][:n]
+
+
+def open_backend(checkpoint: str | Path, *, kind: str = "transformers", join: str = "prefix-cache",
+                 url: str | None = None, max_batch: int = 64, device: str | None = None):
+    """A backend for a checkpoint folder: in-process transformers (on ``get_device()``), or an
+    OpenAI-compatible server already serving it at ``url`` (checked before it is returned)."""
+    if kind == "openai":
+        from .backends import OpenAIBackend
+
+        if not url:
+            raise ValueError("the openai backend needs the server's url, e.g. http://127.0.0.1:8000")
+        backend = OpenAIBackend(url, str(checkpoint), context_window=None if Path(checkpoint).is_dir() else 4096)
+        backend.check()
+        return backend
+    if kind != "transformers":
+        raise ValueError(f"backend must be 'transformers' or 'openai', not {kind!r}")
+    from transformers import AutoModelForCausalLM
+
+    from .backends import TransformersBackend
+    from .config import get_device
+    from .tokenizer import load_tokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint)).to(device or get_device(verbose=False))
+    return TransformersBackend(model, load_tokenizer(checkpoint), join=join, max_batch=max_batch)

@@ -1,0 +1,55 @@
+"""The OpenAI-compatible client against a real ``transformers serve`` on CPU serving the tiny APR
+checkpoint, and against a server that is not there."""
+
+import socket
+
+import pytest
+
+from apr_mini.backends import OpenAIBackend, ServerUnreachable, TransformersBackend, launch_server
+from apr_mini.engine import run_problems
+from apr_mini.inference import load_problems
+from test_backends import CHECKPOINT
+from test_engine import bare
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    with launch_server(CHECKPOINT, kind="transformers", port=free_port(), timeout=240) as running:
+        yield running
+
+
+def test_engine_over_http_builds_the_same_trees_as_in_process(server):
+    from transformers import AutoModelForCausalLM
+
+    from apr_mini.tokenizer import load_tokenizer
+
+    problems = load_problems(CHECKPOINT / "problems_val.jsonl", 2)
+    backend = OpenAIBackend(server.base_url, str(CHECKPOINT), concurrency=4)
+    backend.check()
+    try:
+        remote = run_problems(backend, problems)
+    finally:
+        backend.close()
+    model = AutoModelForCausalLM.from_pretrained(CHECKPOINT)
+    local = run_problems(TransformersBackend(model, load_tokenizer(CHECKPOINT)), problems)
+    assert [bare(r["tree"]) for r in remote] == [bare(r["tree"]) for r in local]
+    assert any(r["metrics"]["n_spawns"] for r in remote)
+    assert all(r["metrics"]["failures"] == [] for r in remote)
+
+
+def test_a_dead_server_is_a_clear_error_and_a_recorded_failure():
+    backend = OpenAIBackend(f"http://127.0.0.1:{free_port()}", str(CHECKPOINT), retries=1, timeout=5)
+    with pytest.raises(ServerUnreachable, match="transformers serve"):
+        backend.check()
+    problems = load_problems(CHECKPOINT / "problems_val.jsonl", 3)
+    records = run_problems(backend, problems)
+    backend.close()
+    assert len(records) == 3
+    assert all(r["tree"]["failure"].startswith("backend error: ConnectError") for r in records)
+    assert not any(r["verified"] for r in records)

@@ -1,0 +1,85 @@
+"""Evaluation runs: JSONL written as problems finish, resumed after a kill, and summarized."""
+
+import json
+import random
+
+import pytest
+
+from apr_mini.countdown import problem_chunk
+from apr_mini.demonstrations import apr_tree
+from apr_mini.engine import Limits, ScriptedBackend, scripted_from_trees
+from apr_mini.inference import EvalSettings, run_eval, solution_key, summarize, summary_table
+from test_engine import TASK, bare
+
+
+class Killed(Exception):
+    pass
+
+
+class KilledAfter(ScriptedBackend):
+    """A scripted backend that dies (like a killed process) after some steps."""
+
+    def __init__(self, script, steps):
+        super().__init__(script)
+        self.steps_left = steps
+
+    def step(self, requests):
+        self.steps_left -= 1
+        if self.steps_left < 0:
+            raise Killed
+        return super().step(requests)
+
+
+@pytest.fixture
+def demos():
+    problems = problem_chunk(TASK, 9, "infer", 0, 10)
+    trees = [apr_tree(p, beam=3, sub_beam=4, spawn_probability=1.0, rng=random.Random(i)) for i, p in enumerate(problems)]
+    return problems, trees
+
+
+def test_a_killed_run_keeps_finished_problems_and_resumes_without_redoing_them(demos, tmp_path):
+    problems, trees = demos
+    script = scripted_from_trees(trees)
+    full = ScriptedBackend(script)
+    run_eval(full, problems, tmp_path / "full.jsonl", progress=False)
+    out = tmp_path / "apr.jsonl"
+    with pytest.raises(Killed):
+        run_eval(KilledAfter(script, len(full.batch_sizes) // 2), problems, out, progress=False)
+    finished = [json.loads(line) for line in out.read_text().splitlines()]
+    assert 0 < len(finished) < len(problems)
+    backend = ScriptedBackend(script)
+    records = run_eval(backend, problems, out, progress=False)
+    assert [r["id"] for r in records] == list(range(len(problems)))
+    assert [bare(r["tree"]) for r in records] == trees
+    roots_rerun = sum(1 for key in backend.released if key[1] == "root")
+    assert roots_rerun == len(problems) - len(finished)
+    with pytest.raises(ValueError, match="other settings"):
+        run_eval(ScriptedBackend(script), problems, out, EvalSettings(seed=1), progress=False)
+
+
+def test_sosp_method_forbids_spawning_and_samples_need_a_temperature(demos, tmp_path):
+    problems, trees = demos
+    records = run_eval(ScriptedBackend(scripted_from_trees(trees)), problems[:3], tmp_path / "s.jsonl",
+                       EvalSettings(method="sosp", limits=Limits(max_depth=3)), progress=False)
+    assert all(r["metrics"]["n_threads"] == 1 for r in records)
+    with pytest.raises(ValueError, match="temperature"):
+        EvalSettings(samples=4)
+
+
+def record(pid, sample, result, verified, tokens=10):
+    metrics = {"total_tokens": tokens, "longest_sequence": tokens, "critical_path": tokens, "n_threads": 1,
+               "spawn_depth": 0, "latency_s": 0.1, "prefill_tokens": 5, "decode_tokens": tokens, "failures": []}
+    return {"id": pid, "sample": sample, "result": result, "verified": verified, "metrics": metrics}
+
+
+def test_summary_reports_first_sample_pass_at_n_and_majority_vote():
+    good = "Exploring Operation: 3*4=12, Resulting Numbers: [12]\n12,12 equal: Goal Reached"
+    bad = "Exploring Operation: 3+4=7, Resulting Numbers: [7]\n7,12 equal: Goal Reached"
+    assert solution_key(good) == "3*4=12" and solution_key(None) is None and solution_key("no path") is None
+    records = [record(0, 0, bad, False), record(0, 1, good, True), record(0, 2, bad, False),   # vote: wrong
+               record(1, 0, good, True), record(1, 1, good, True), record(1, 2, None, False)]  # vote: right
+    summary = summarize(records)
+    assert summary["problems"] == 2 and summary["samples"] == 3
+    assert summary["accuracy"] == 0.5 and summary["pass_at_n"] == 1.0 and summary["majority"] == 0.5
+    assert summary["total_tokens"] == 30
+    assert "| run |" in summary_table({"x": summary})
