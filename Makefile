@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROFILE ?= cpu
 EXTRAS ?= cpu,dev
 
-.PHONY: setup demo test test-fast bench lab clean
+.PHONY: setup demo test test-fast bench bench-engine lab clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_demonstrations.py
+
+# Spawn/join engine on the shipped cpu checkpoints (about 20 minutes on 2 cores)
+bench-engine: setup
+	$(BIN)/python benchmarks/bench_engine.py
 
 lab: setup
 	$(BIN)/jupyter lab notebooks

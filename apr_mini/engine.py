@@ -4,8 +4,9 @@ Paper section 3.2 (the inference side of APR): a thread decodes until it ends or
 request; the engine starts one child thread per requested node, runs the children concurrently,
 joins their results into the parent's text (:func:`apr_mini.trace_language.join_text`) and the parent
 continues. The paper runs this client-side against SGLang; here the orchestrator is independent of
-where tokens come from. A *backend* (``apr_mini.backends``: in-process transformers, any
-OpenAI-compatible server, SGLang, or the :class:`ScriptedBackend` below) only continues texts:
+where tokens come from. A *backend* only continues texts: :class:`apr_mini.backends.TransformersBackend`
+(in-process, CPU or GPU), :class:`apr_mini.serving.OpenAIBackend` (SGLang, vLLM, ``transformers
+serve``), or the :class:`ScriptedBackend` below, which replays demonstrations.
 
 - :meth:`Backend.step` takes new :class:`Request` s, makes progress on everything in flight, and
   returns the :class:`Completion` s that finished (at least one while anything is in flight). That is

@@ -156,7 +156,7 @@ def open_backend(checkpoint: str | Path, *, kind: str = "transformers", join: st
     """A backend for a checkpoint folder: in-process transformers (on ``get_device()``), or an
     OpenAI-compatible server already serving it at ``url`` (checked before it is returned)."""
     if kind == "openai":
-        from .backends import OpenAIBackend
+        from .serving import OpenAIBackend
 
         if not url:
             raise ValueError("the openai backend needs the server's url, e.g. http://127.0.0.1:8000")

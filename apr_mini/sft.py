@@ -54,6 +54,7 @@ class SFTRun:
     eval_problems: int = 100
     save_every: int = 250
     threads: int = 0                    # torch threads (0: leave as is)
+    numbers: str = "digits"             # the tokenizer's number scheme (apr_mini.tokenizer.NUMBER_SCHEMES)
 
 
 def load_rows(data_dir: str | Path, kind: str, keep: str = "all") -> list[dict]:
@@ -138,7 +139,7 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
         if finished["steps"] >= max_steps:
             print(f"{out} has already trained {max_steps} steps; remove it to train again")
             return finished
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(run.numbers)
     dataset, report = tokenize_rows(load_rows(data_dir, run.kind, run.keep), tokenizer, context, run.seed)
     model = build_model(run.model, tokenizer, seed=run.seed)
     curve_path = out / "curve.jsonl"

@@ -25,22 +25,33 @@ SPECIALS = [PAD, BOS, EOS, UNK]
 CHARACTERS = [c for c in string.printable if c not in "\x0b\x0c\r"]
 
 
-def vocabulary() -> dict[str, int]:
-    """Specials, then the trace language's phrases, then single characters (digits included)."""
+NUMBER_SCHEMES = ("digits", "integers")
+MAX_INTEGER_TOKEN = 9999  # "integers": one token per integer up to here; longer numbers split in 4-digit pieces
+
+
+def vocabulary(numbers: str = "digits") -> dict[str, int]:
+    """Specials, then the trace language's phrases, then (``numbers="integers"``) every integer up to
+    :data:`MAX_INTEGER_TOKEN`, then single characters (digits included)."""
+    if numbers not in NUMBER_SCHEMES:
+        raise ValueError(f"numbers must be one of {NUMBER_SCHEMES}, not {numbers!r}")
+    integers = [str(i) for i in range(MAX_INTEGER_TOKEN + 1)] if numbers == "integers" else []
     vocab: dict[str, int] = {}
-    for token in SPECIALS + tl.PHRASES + CHARACTERS:
+    for token in SPECIALS + tl.PHRASES + integers + CHARACTERS:
         vocab.setdefault(token, len(vocab))
     return vocab
 
 
-def build_tokenizer():
-    """A ``PreTrainedTokenizerFast`` for traces (BOS added on encode, EOS/PAD defined)."""
+def build_tokenizer(numbers: str = "digits"):
+    """A ``PreTrainedTokenizerFast`` for traces (BOS added on encode, EOS/PAD defined). ``numbers``:
+    ``"digits"`` (one token per digit, the default and the paper's Llama-2 behaviour) or
+    ``"integers"`` (one token per integer; the SFT sweep's comparison)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = vocabulary()
+    vocab = vocabulary(numbers)
+    pattern = tl.TOKEN_PATTERN.pattern if numbers == "digits" else tl.TOKEN_PATTERN.pattern.replace(r"|\d|", r"|\d{1,4}|")
     core = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(tl.TOKEN_PATTERN.pattern), behavior="isolated")
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
     core.decoder = decoders.Fuse()
     core.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A $B",
                                                         special_tokens=[(BOS, vocab[BOS])])

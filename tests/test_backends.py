@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from apr_mini import trace_language as tl
-from apr_mini.backends import TransformersBackend, _cut_at_spawn
+from apr_mini.backends import TransformersBackend
+from apr_mini.serving import cut_at_spawn
 from apr_mini.engine import Orchestrator, Request, run_problems
 from apr_mini.generation import generate
 from apr_mini.inference import load_problems
@@ -45,7 +46,7 @@ def test_batched_loop_decodes_what_generate_decodes(model_and_tokenizer, problem
     done = drain(TransformersBackend(model, tokenizer), [Request(i, p, 1000) for i, p in enumerate(prompts)])
     for i, sample in enumerate(reference):
         # generate() goes on after a spawn (newline, EOS); the engine's call ends at the marker
-        assert done[i].text == _cut_at_spawn(sample.completion)
+        assert done[i].text == cut_at_spawn(sample.completion)
         assert done[i].reason == "stop" and done[i].prompt_tokens == tl.count_tokens(prompts[i]) + 1
 
 

@@ -5,7 +5,8 @@ import socket
 
 import pytest
 
-from apr_mini.backends import OpenAIBackend, ServerUnreachable, TransformersBackend, launch_server
+from apr_mini.backends import TransformersBackend
+from apr_mini.serving import OpenAIBackend, ServerUnreachable, launch_server
 from apr_mini.engine import run_problems
 from apr_mini.inference import load_problems
 from test_backends import CHECKPOINT
@@ -30,7 +31,7 @@ def test_engine_over_http_builds_the_same_trees_as_in_process(server):
     from apr_mini.tokenizer import load_tokenizer
 
     problems = load_problems(CHECKPOINT / "problems_val.jsonl", 2)
-    backend = OpenAIBackend(server.base_url, str(CHECKPOINT), concurrency=4)
+    backend = server.backend(concurrency=4)
     backend.check()
     try:
         remote = run_problems(backend, problems)

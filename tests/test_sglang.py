@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from apr_mini.backends import OpenAIBackend, TransformersBackend, launch_server
+from apr_mini.backends import TransformersBackend
+from apr_mini.serving import launch_server
 from apr_mini.engine import run_problems
 from apr_mini.inference import load_problems
 from test_http import free_port
@@ -30,7 +31,7 @@ def test_sglang_server_runs_the_engine_like_the_in_process_backend():
     problems = load_problems(CHECKPOINT / "problems_val.jsonl", 64)
     with launch_server(CHECKPOINT, kind="sglang", port=free_port(), timeout=600,
                        extra_args=["--attention-backend", "triton"]) as server:
-        backend = OpenAIBackend(server.base_url, str(CHECKPOINT))
+        backend = server.backend()
         remote = run_problems(backend, problems)
         backend.close()
     model = AutoModelForCausalLM.from_pretrained(CHECKPOINT).to("cuda")

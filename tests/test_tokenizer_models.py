@@ -26,6 +26,18 @@ def test_markers_are_ordinary_tokens_and_digits_are_split(tokenizer):
     assert tokenizer.convert_ids_to_tokens(tokenizer("2184", add_special_tokens=False)["input_ids"]) == list("2184")
 
 
+def test_integer_tokens_variant_round_trips_with_whole_numbers(reference_cases):
+    integers = build_tokenizer("integers")
+    assert integers.convert_ids_to_tokens(integers("2184 123456", add_special_tokens=False)["input_ids"]) == \
+        ["2184", " ", "1234", "56"]
+    for case in reference_cases[:10]:
+        text = case["sosp_trace"]
+        ids = integers(text)["input_ids"]
+        assert integers.unk_token_id not in ids and integers.decode(ids, skip_special_tokens=True) == text
+    with pytest.raises(ValueError, match="numbers must be"):
+        build_tokenizer("bytes")
+
+
 def test_root_prompt_is_bos_then_the_reference_prompt(tokenizer):
     prompt = tl.root_prompt(24, [32, 84, 26, 59])
     tokens = tokenizer.convert_ids_to_tokens(tokenizer(prompt)["input_ids"])

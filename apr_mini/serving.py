@@ -1,0 +1,200 @@
+"""Serving: the spawn/join engine against OpenAI-compatible completion servers.
+
+Paper section 4.3 runs APR client-side against SGLang. :class:`OpenAIBackend` is such a client for
+any ``/v1/completions`` server (SGLang, vLLM, ``transformers serve``): async, many requests in
+flight, timeouts, retries, and a clear error when nothing answers. :func:`launch_server` starts
+``transformers serve`` (CPU) or ``python -m sglang.launch_server`` (CUDA) for a checkpoint and waits
+until it answers. The server keeps prefix caches itself: SGLang's radix cache is the prefix-cache join
+of :class:`apr_mini.backends.TransformersBackend`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Hashable, Sequence
+
+from . import trace_language as tl
+from .config import UserFacingError
+from .engine import Completion, Request
+
+
+class ServerUnreachable(UserFacingError, ConnectionError):
+    pass
+
+
+def cut_at_spawn(text: str) -> str:
+    """A call ends right after its first spawn block; drop whatever a server decoded after it."""
+    end = text.find(tl.SPAWN_CLOSE)
+    return text if end < 0 else text[:end + len(tl.SPAWN_CLOSE)]
+
+
+def checkpoint_context(checkpoint: str | Path) -> int:
+    """The context window written in a local checkpoint's ``config.json``."""
+    return int(json.loads((Path(checkpoint) / "config.json").read_text())["max_position_embeddings"])
+
+
+class OpenAIBackend:
+    """An async client for ``POST {base_url}/v1/completions`` run on its own event-loop thread, so
+    it works the same from scripts and from Jupyter (whose loop is already running).
+
+    Every request is one HTTP call; up to ``concurrency`` are in flight, which is what lets the server
+    batch them. No ``stop`` string is sent: trace models end a spawn block with EOS, and
+    ``transformers serve``'s stop-string matcher stops early on this tokenizer's multi-character
+    tokens (measured: it cut ``Moving to Node #0,3`` after the ``#``), so the client cuts the text
+    after the first ``<End Calling Sub Searches>`` itself. A failed call is retried
+    ``retries`` times with backoff; after that it comes back as a ``reason="error"`` completion, which
+    the engine records as the thread's failure. The server keeps prefix caches itself (SGLang's radix
+    cache), so ``cached_tokens`` is what it reports, when it does."""
+
+    def __init__(self, base_url: str, model: str, *, context_window: int | None = None, concurrency: int = 64,
+                 timeout: float = 120.0, retries: int = 2):
+        import httpx
+
+        self.base_url, self.model = base_url.rstrip("/"), model
+        self.context_window = context_window or checkpoint_context(model)
+        self.retries, self.timeout = retries, timeout
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="apr-mini-http")
+        self._thread.start()
+        self.client = self._call(self._make_client(httpx, concurrency))
+        self.in_flight: set[concurrent.futures.Future] = set()
+
+    async def _make_client(self, httpx, concurrency):
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        return httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, limits=limits)
+
+    def _call(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def check(self) -> None:
+        """Raise :class:`ServerUnreachable` with what to do if the server does not answer."""
+        try:
+            self._call(self._post({"model": self.model, "prompt": "", "max_tokens": 1}, retries=0))
+        except Exception as err:  # any failure here means the same thing to the user
+            raise ServerUnreachable(
+                f"no OpenAI-compatible completion server answered at {self.base_url}/v1/completions ({err}). "
+                "Start one, e.g. `transformers serve --device cpu --port 8000 data/cpu-apr` or "
+                "`python -m sglang.launch_server --model-path data/cpu-apr --port 8000`.") from err
+
+    async def _post(self, body: dict, retries: int | None = None) -> dict:
+        retries = self.retries if retries is None else retries
+        for attempt in range(retries + 1):
+            try:
+                response = await self.client.post("/v1/completions", json=body)
+                response.raise_for_status()
+                return response.json()
+            except Exception:
+                if attempt == retries:
+                    raise
+                await asyncio.sleep(0.5 * 2 ** attempt)
+
+    async def _complete(self, request: Request) -> Completion:
+        body = {"model": self.model, "prompt": request.text, "max_tokens": request.max_new_tokens,
+                "temperature": request.temperature, "seed": request.seed}
+        try:
+            reply = await self._post(body)
+            choice, usage = reply["choices"][0], reply.get("usage") or {}
+        except Exception as err:
+            return Completion(request.key, "", "error", error=f"{type(err).__name__}: {err}"[:300])
+        text = cut_at_spawn(choice.get("text") or "")
+        details = usage.get("prompt_tokens_details") or {}
+        new = usage.get("completion_tokens") or tl.count_tokens(text)
+        reason = "length" if choice.get("finish_reason") == "length" else "stop"
+        return Completion(request.key, text, reason, usage.get("prompt_tokens") or tl.count_tokens(request.text) + 1,
+                          details.get("cached_tokens") or 0, new)
+
+    def step(self, requests: list[Request]) -> list[Completion]:
+        for request in requests:
+            self.in_flight.add(asyncio.run_coroutine_threadsafe(self._complete(request), self.loop))
+        if not self.in_flight:
+            return []
+        done, self.in_flight = concurrent.futures.wait(self.in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+        return [future.result() for future in done]
+
+    def release(self, key: Hashable) -> None:
+        pass
+
+    def close(self) -> None:
+        self._call(self.client.aclose())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@dataclass
+class Server:
+    """A model server started by :func:`launch_server`; use it as a context manager to stop it."""
+
+    process: subprocess.Popen
+    base_url: str
+    checkpoint: str
+    log: Path
+
+    def backend(self, **options) -> OpenAIBackend:
+        """A client for this server, for the engine (``options`` go to :class:`OpenAIBackend`)."""
+        return OpenAIBackend(self.base_url, self.checkpoint, **options)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def server_command(kind: str, checkpoint: str | Path, port: int) -> list[str]:
+    if kind == "transformers":
+        return [str(Path(sys.executable).with_name("transformers")), "serve", "--device", "cpu",
+                "--host", "127.0.0.1", "--port", str(port), str(checkpoint)]
+    if kind == "sglang":
+        return [sys.executable, "-m", "sglang.launch_server", "--model-path", str(checkpoint),
+                "--host", "127.0.0.1", "--port", str(port)]
+    raise ValueError(f"server kind must be 'transformers' or 'sglang', not {kind!r}")
+
+
+def launch_server(checkpoint: str | Path, *, kind: str = "transformers", port: int | None = None,
+                  timeout: float = 300.0, log: str | Path | None = None, extra_args: Sequence[str] = ()) -> Server:
+    """Start ``transformers serve`` (CPU) or SGLang (CUDA) for a checkpoint and wait until
+    ``/v1/completions`` answers; raise with the server's log if it dies or times out. ``extra_args``
+    go to the server's command line (e.g. ``["--attention-backend", "triton"]`` lets SGLang run the
+    cpu models, whose head_dim of 32 its default kernels reject)."""
+    import httpx
+
+    port = port or random.randint(20000, 40000)
+    log = Path(log or Path(os.environ.get("TMPDIR", "/tmp")) / f"apr-mini-{kind}-{port}.log")
+    env = dict(os.environ)
+    # `transformers serve` scans the hub cache for /v1/models; it must exist on a fresh machine
+    Path(env.setdefault("HF_HUB_CACHE", str(Path.home() / ".cache" / "huggingface" / "hub"))).mkdir(parents=True,
+                                                                                                   exist_ok=True)
+    with open(log, "w") as out:
+        process = subprocess.Popen(server_command(kind, checkpoint, port) + list(extra_args), stdout=out, stderr=subprocess.STDOUT,
+                                   env=env)
+    server = Server(process, f"http://127.0.0.1:{port}", str(checkpoint), log)
+    body = {"model": server.checkpoint, "prompt": "", "max_tokens": 1}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the {kind} server exited with {process.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=30).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(1.0)
+    server.stop()
+    raise TimeoutError(f"the {kind} server did not answer within {timeout:.0f} s:\n{log.read_text()[-2000:]}")

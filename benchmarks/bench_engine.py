@@ -1,0 +1,146 @@
+"""Spawn/join engine benchmarks on the shipped cpu checkpoints (in-process transformers backend).
+
+Run:  python benchmarks/bench_engine.py [--apr data/cpu-apr] [--sosp data/cpu-sosp] [--problems 32]
+                                        [--compare 200] [--samples 8] [--threads 2]
+
+Prints four Markdown tables, all on the first ``--problems`` validation problems (greedy):
+
+1. batching: every thread of every problem in one continuous batch vs one request at a time
+   (``max_batch=1``, one problem after another), in decoded tokens per second;
+2. efficiency: each problem run alone (its children still batched): wall time divided by
+   critical-path tokens x the single-stream time per token measured in (1);
+3. joins: continuing from the parent's cached prefix vs prefilling the joined text again;
+4. APR vs SoS+ on ``--compare`` problems: accuracy, tokens, longest sequence, critical path, and the
+   per-problem latency of problems run one at a time; plus SoS+ pass@N and majority@N over N samples
+   at temperature 1 (the paper compares APR with SoS+ pass@8 at equal compute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from apr_mini.backends import TransformersBackend
+from apr_mini.engine import Limits, run_problems
+from apr_mini.inference import EvalSettings, load_problems, run_eval, summarize
+
+
+def load(checkpoint: str):
+    from transformers import AutoModelForCausalLM
+
+    from apr_mini.tokenizer import load_tokenizer
+
+    return AutoModelForCausalLM.from_pretrained(checkpoint), load_tokenizer(checkpoint)
+
+
+def timed(model, tokenizer, problems, *, limits=Limits(), **options):
+    """Records (with sample 0, for summarize), wall seconds, and the backend used."""
+    max_live = options.pop("max_live", 64)
+    backend = TransformersBackend(model, tokenizer, **options)
+    start = time.perf_counter()
+    records = run_problems(backend, problems, limits=limits, max_live=max_live)
+    for record in records:
+        record["sample"] = 0
+    return records, time.perf_counter() - start, backend
+
+
+def decoded(records) -> int:
+    return sum(r["metrics"]["decode_tokens"] for r in records)
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--apr", default="data/cpu-apr")
+    parser.add_argument("--sosp", default="data/cpu-sosp")
+    parser.add_argument("--problems", type=int, default=32)
+    parser.add_argument("--compare", type=int, default=200)
+    parser.add_argument("--samples", type=int, default=8, help="SoS+ samples for pass@N and majority@N (0: skip)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, tokenizer = load(args.apr)
+    problems = load_problems(Path(args.apr) / "problems_val.jsonl", args.problems)
+    timed(model, tokenizer, problems[:2])  # warm-up
+
+    batched, batched_s, _ = timed(model, tokenizer, problems)
+    single, single_s, _ = timed(model, tokenizer, problems, max_batch=1, max_live=1)
+    per_token = single_s / decoded(single)
+    print(f"\n## 1. Batching ({len(problems)} problems, {args.apr}, {args.threads} threads)\n")
+    print(table(["mode", "wall s", "decoded tokens", "tokens/s", "speed-up"], [
+        ["one request at a time", round(single_s, 1), decoded(single), round(decoded(single) / single_s), "1.0x"],
+        [f"continuous batch (all {len(problems)} problems, up to 64 rows)", round(batched_s, 1), decoded(batched),
+         round(decoded(batched) / batched_s), f"{single_s / batched_s:.1f}x"],
+    ]))
+
+    ratios = []
+    for problem in problems:
+        [record], seconds, _ = timed(model, tokenizer, [problem], max_live=1)
+        ratios.append(seconds / (record["metrics"]["critical_path"] * per_token))
+    print(f"\n## 2. Efficiency: wall / (critical-path tokens x {per_token * 1000:.2f} ms single-stream per token)\n")
+    print(table(["problems", "median", "mean", "max"], [[len(ratios), round(statistics.median(ratios), 2),
+                                                        round(statistics.mean(ratios), 2), round(max(ratios), 2)]]))
+
+    rows = []
+    for join in ("re-prefill", "prefix-cache"):
+        records, seconds, _ = timed(model, tokenizer, problems, join=join)
+        joins = sum(len(tree["calls"]) - 1 for tree in _threads(records))
+        prefill = sum(r["metrics"]["prefill_tokens"] for r in records)
+        rows.append([join, joins, prefill, round(_join_prefill(records) / max(joins, 1), 1), round(seconds, 1)])
+    print(f"\n## 3. Joins ({len(problems)} problems, batched)\n")
+    print(table(["join", "joins", "prefilled tokens (all calls)", "prefilled tokens per join", "wall s"], rows))
+
+    rows = []
+    for name, checkpoint, method in (("SoS+", args.sosp, "sosp"), ("APR", args.apr, "apr")):
+        model, tokenizer = load(checkpoint)
+        compare = load_problems(Path(checkpoint) / "problems_val.jsonl", args.compare)
+        limits = Limits(max_depth=0) if method == "sosp" else Limits()
+        records, seconds, _ = timed(model, tokenizer, compare, limits=limits)
+        alone = [timed(model, tokenizer, [p], limits=limits, max_live=1)[1] for p in compare[:args.problems]]
+        s = summarize(records)
+        rows.append([f"{name} greedy", len(compare), s["accuracy"], s["total_tokens"], s["longest_sequence"],
+                     s["critical_path"], s["children"], round(statistics.mean(alone), 3), round(seconds, 1)])
+        if method == "sosp" and args.samples > 1:
+            settings = EvalSettings(method="sosp", samples=args.samples, temperature=1.0)
+            with tempfile.TemporaryDirectory() as folder:
+                start = time.perf_counter()
+                sampled = run_eval(TransformersBackend(model, tokenizer), compare, Path(folder) / "sosp.jsonl",
+                                   settings, progress=False)
+                seconds = time.perf_counter() - start
+            s = summarize(sampled)
+            for label, key in ((f"pass@{args.samples}", "pass_at_n"), (f"majority@{args.samples}", "majority")):
+                rows.append([f"SoS+ {label} (T=1)", len(compare), s[key], s["total_tokens"], s["longest_sequence"],
+                             s["critical_path"], 0, "", round(seconds, 1)])
+    print(f"\n## 4. APR vs SoS+ (latency: the first {args.problems} problems run one at a time; "
+          f"tokens of N samples are summed)\n")
+    print(table(["method", "problems", "accuracy", "total tokens", "longest sequence", "critical path", "children",
+                 "latency s", "batched wall s"], rows))
+
+
+def _threads(records):
+    """Every thread's tree of every record."""
+    stack = [r["tree"] for r in records]
+    while stack:
+        tree = stack.pop()
+        yield tree
+        stack.extend(child for kids in tree["sub_calls"] for child in kids)
+
+
+def _join_prefill(records) -> int:
+    """Tokens prefilled for the calls that continue a parent after a join."""
+    return sum(call["prompt_tokens"] - call["cached_tokens"] for tree in _threads(records)
+               for call in tree["calls"][1:])
+
+
+if __name__ == "__main__":
+    main()
