@@ -115,7 +115,8 @@ def cmd_infer(args) -> None:
                     max_thread_tokens=args.max_thread_tokens, context=args.context)
     settings = EvalSettings(method=args.method, samples=args.samples, temperature=args.temperature, seed=args.seed,
                             prefix=args.prefix, limits=limits)
-    backend = open_backend(args.checkpoint, kind=args.backend, join=args.join, url=args.url, max_batch=args.max_batch)
+    backend = open_backend(args.checkpoint, kind=args.backend, join=args.join, url=args.url, max_batch=args.max_batch,
+                           context_window=args.context)
     problems = load_problems(args.problems, args.n)
     out = args.out or f"runs/infer/{Path(args.checkpoint).name}-{args.method}.jsonl"
     records = run_eval(backend, problems, out, settings, max_live=args.max_live, progress=not args.no_progress)

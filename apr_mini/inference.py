@@ -152,15 +152,17 @@ def load_problems(path: str | Path, n: int | None = None) -> list[Problem]:
 
 
 def open_backend(checkpoint: str | Path, *, kind: str = "transformers", join: str = "prefix-cache",
-                 url: str | None = None, max_batch: int = 64, device: str | None = None):
+                 url: str | None = None, max_batch: int = 64, device: str | None = None,
+                 context_window: int | None = None):
     """A backend for a checkpoint folder: in-process transformers (on ``get_device()``), or an
-    OpenAI-compatible server already serving it at ``url`` (checked before it is returned)."""
+    OpenAI-compatible server already serving it at ``url`` (checked before it is returned; its
+    context window comes from the checkpoint's config unless ``context_window`` is given)."""
     if kind == "openai":
         from .serving import OpenAIBackend
 
         if not url:
             raise ValueError("the openai backend needs the server's url, e.g. http://127.0.0.1:8000")
-        backend = OpenAIBackend(url, str(checkpoint), context_window=None if Path(checkpoint).is_dir() else 4096)
+        backend = OpenAIBackend(url, str(checkpoint), context_window=context_window)
         backend.check()
         return backend
     if kind != "transformers":

@@ -40,7 +40,10 @@ def cut_at_spawn(text: str) -> str:
 
 def checkpoint_context(checkpoint: str | Path) -> int:
     """The context window written in a local checkpoint's ``config.json``."""
-    return int(json.loads((Path(checkpoint) / "config.json").read_text())["max_position_embeddings"])
+    config = Path(checkpoint) / "config.json"
+    if not config.exists():
+        raise UserFacingError(f"{config} not found: pass the served model's context window (context_window=..., or --context on the command line)")
+    return int(json.loads(config.read_text())["max_position_embeddings"])
 
 
 class OpenAIBackend:

@@ -54,3 +54,14 @@ def test_a_dead_server_is_a_clear_error_and_a_recorded_failure():
     assert len(records) == 3
     assert all(r["tree"]["failure"].startswith("backend error: ConnectError") for r in records)
     assert not any(r["verified"] for r in records)
+
+
+def test_cli_reports_a_dead_server_without_a_traceback(tmp_path, capsys):
+    from apr_mini.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["infer", "--checkpoint", str(CHECKPOINT), "--method", "apr", "--problems",
+              str(CHECKPOINT / "problems_val.jsonl"), "--backend", "openai", "--url",
+              f"http://127.0.0.1:{free_port()}", "--out", str(tmp_path / "runs.jsonl")])
+    assert exited.value.code == 2
+    assert "no OpenAI-compatible completion server answered" in capsys.readouterr().err

@@ -83,3 +83,16 @@ def test_summary_reports_first_sample_pass_at_n_and_majority_vote():
     assert summary["accuracy"] == 0.5 and summary["pass_at_n"] == 1.0 and summary["majority"] == 0.5
     assert summary["total_tokens"] == 30
     assert "| run |" in summary_table({"x": summary})
+
+
+def test_infer_command_writes_records_and_a_summary(tmp_path, capsys):
+    from apr_mini.__main__ import main
+    from test_backends import CHECKPOINT
+
+    out = tmp_path / "apr.jsonl"
+    main(["infer", "--checkpoint", str(CHECKPOINT), "--method", "apr", "--problems",
+          str(CHECKPOINT / "problems_val.jsonl"), "--n", "2", "--max-thread-tokens", "200", "--out", str(out),
+          "--no-progress"])
+    assert len(out.read_text().splitlines()) == 2
+    assert json.loads(out.with_suffix(".summary.json").read_text())["problems"] == 2
+    assert "| tiny-apr apr |" in capsys.readouterr().out
