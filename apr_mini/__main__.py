@@ -68,8 +68,7 @@ def cmd_demo(args) -> None:
 
 
 def cmd_sft(args) -> None:
-    from .countdown import Problem
-    from .data import read_jsonl
+    from .data import load_problems
     from .sft import SFTRun, train
 
     profile = get_profile(args.profile)
@@ -77,7 +76,7 @@ def cmd_sft(args) -> None:
     run = SFTRun(kind=args.kind, model=args.model or profile.name, max_tokens=args.max_tokens, lr=args.lr,
                  seed=args.seed, eval_every=args.eval_every, eval_problems=args.eval_problems, threads=args.threads,
                  keep=args.keep)
-    val = [Problem.from_dict(r) for r in read_jsonl(data / "problems_val.jsonl")]
+    val = load_problems(data / "problems_val.jsonl")
     out = args.out or f"runs/{profile.name}/sft-{args.kind}"
     command = "python -m apr_mini " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     metrics = train(run, data, out, val_problems=val, command=command)
@@ -92,11 +91,10 @@ def cmd_sft(args) -> None:
 def cmd_evaluate(args) -> None:
     import json
 
-    from .countdown import Problem
-    from .data import read_jsonl
+    from .data import load_problems
     from .sft import evaluate_checkpoint
 
-    problems = [Problem.from_dict(r) for r in read_jsonl(args.problems)][: args.n]
+    problems = load_problems(args.problems, args.n)
     scores = evaluate_checkpoint(args.checkpoint, problems, kind=args.kind, temperature=args.temperature)
     print(json.dumps({"checkpoint": args.checkpoint, "problems": args.problems, **scores}, indent=2))
 
@@ -107,7 +105,8 @@ def cmd_infer(args) -> None:
     import torch
 
     from .engine import Limits
-    from .inference import EvalSettings, load_problems, open_backend, run_eval, summarize, summary_table
+    from .data import load_problems
+    from .inference import EvalSettings, open_backend, run_eval, summarize, summary_table
 
     if args.threads:
         torch.set_num_threads(args.threads)

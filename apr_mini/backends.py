@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Hashable
 
 import torch
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from . import trace_language as tl
 from .engine import Completion, Request
@@ -74,15 +74,18 @@ class _GrowingLayer(DynamicLayer):
                 buffer[start:end, :, :pad] = 0  # masked out, but must be finite: 0 x NaN is NaN
                 buffer[start:end, :, pad:width] = tensor
             start = end
-        layer.length = width
-        layer.keys, layer.values = layer.buffers[0][:, :, :width], layer.buffers[1][:, :, :width]
+        layer._expose(width)
         return layer
+
+    def _expose(self, length: int) -> None:
+        """Point ``keys``/``values`` (what attention reads) at the first ``length`` columns."""
+        self.length = length
+        self.keys, self.values = self.buffers[0][:, :, :length], self.buffers[1][:, :, :length]
 
     def keep_rows(self, index: torch.Tensor, first: int) -> None:
         """Keep the rows of ``index`` (one copy) and drop the first ``first`` columns (no copy)."""
         self.buffers = [b[index][:, :, first:] for b in self.buffers]
-        self.length -= first
-        self.keys, self.values = self.buffers[0][:, :, :self.length], self.buffers[1][:, :, :self.length]
+        self._expose(self.length - first)
 
     def update(self, key_states, value_states, *args, **kwargs):
         n, m = self.length, key_states.shape[2]
@@ -91,8 +94,7 @@ class _GrowingLayer(DynamicLayer):
                             for b in self.buffers]
         self.buffers[0][:, :, n:n + m] = key_states
         self.buffers[1][:, :, n:n + m] = value_states
-        self.length = n + m
-        self.keys, self.values = self.buffers[0][:, :, :n + m], self.buffers[1][:, :, :n + m]
+        self._expose(n + m)
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
@@ -140,8 +142,6 @@ class TransformersBackend:
 
     def _forward(self, input_ids, mask, positions, layers):
         """Logits of each row's last position; ``layers`` (the KV cache) are updated in place."""
-        from transformers import DynamicCache
-
         cache = DynamicCache()
         cache.layers.extend(layers)
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,

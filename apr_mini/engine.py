@@ -107,16 +107,9 @@ class Thread:
 def problem_metrics(tree: dict, verdict_ok: bool, latency: float) -> dict:
     """Accuracy, compute and latency numbers of one finished problem (paper section 5's axes)."""
     stats = tl.tree_stats(tree).to_dict()
-    calls, failures = [], []
-
-    def walk(node):
-        calls.extend(node.get("calls", []))
-        if node.get("failure"):
-            failures.append(node["failure"])
-        for kids in node.get("sub_calls", []):
-            for child in kids:
-                walk(child)
-    walk(tree)
+    threads = list(tl.iter_threads(tree))
+    calls = [call for thread in threads for call in thread.get("calls", [])]
+    failures = [thread["failure"] for thread in threads if thread.get("failure")]
     prompt = sum(c["prompt_tokens"] for c in calls)
     cached = sum(c["cached_tokens"] for c in calls)
     return {"verified": verdict_ok, **stats, "latency_s": round(latency, 4), "prefill_tokens": prompt - cached,
@@ -313,14 +306,5 @@ class ScriptedBackend:
 
 def scripted_from_trees(trees: Iterable[dict]) -> dict[str, str]:
     """``{given: generated}`` for every main call of every thread of the trees."""
-    script: dict[str, str] = {}
-
-    def walk(tree):
-        for given, generated in tl.thread_segments(tree):
-            script[given] = generated
-        for kids in tree.get("sub_calls", []):
-            for child in kids:
-                walk(child)
-    for tree in trees:
-        walk(tree)
-    return script
+    return {given: generated for tree in trees for thread in tl.iter_threads(tree)
+            for given, generated in tl.thread_segments(thread)}

@@ -74,7 +74,7 @@ def run_eval(backend: Backend, problems: list[Problem], out: str | Path, setting
     if meta_path.exists() and out.exists():
         if json.loads(meta_path.read_text()) != json.loads(json.dumps(meta)):
             raise ResumeMismatch(f"{out} was started with other settings or problems ({meta_path}); "
-                             "pass another output path or delete both files to start over")
+                                 "pass another output path or delete both files to start over")
     else:
         meta_path.write_text(json.dumps(meta, indent=1))
     done = {(r["id"], r["sample"]) for r in read_jsonl(out)} if out.exists() else set()
@@ -145,10 +145,6 @@ def summary_table(summaries: dict[str, dict]) -> str:
     for name, summary in summaries.items():
         lines.append(f"| {name} | " + " | ".join(str(summary.get(c, "")) for c in columns) + " |")
     return "\n".join(lines)
-
-
-def load_problems(path: str | Path, n: int | None = None) -> list[Problem]:
-    return [Problem.from_dict(r) for r in read_jsonl(path)][:n]
 
 
 def open_backend(checkpoint: str | Path, *, kind: str = "transformers", join: str = "prefix-cache",

@@ -42,7 +42,8 @@ def checkpoint_context(checkpoint: str | Path) -> int:
     """The context window written in a local checkpoint's ``config.json``."""
     config = Path(checkpoint) / "config.json"
     if not config.exists():
-        raise UserFacingError(f"{config} not found: pass the served model's context window (context_window=..., or --context on the command line)")
+        raise UserFacingError(f"{config} not found: pass the served model's context window "
+                              "(context_window=..., or --context on the command line)")
     return int(json.loads(config.read_text())["max_position_embeddings"])
 
 

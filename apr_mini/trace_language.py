@@ -409,12 +409,18 @@ def count_tokens(text: str) -> int:
     return len(text) - sum(map(len, phrases)) + len(phrases)
 
 
-def iter_sequences(tree: dict) -> Iterator[str]:
-    """Every thread's every main call, depth first (the sequences the paper trains on)."""
-    yield from tree["main_calls"]
+def iter_threads(tree: dict) -> Iterator[dict]:
+    """Every thread of a tree (the tree itself, then each child's threads), depth first."""
+    yield tree
     for spawn_children in tree.get("sub_calls", []):
         for child in spawn_children:
-            yield from iter_sequences(child)
+            yield from iter_threads(child)
+
+
+def iter_sequences(tree: dict) -> Iterator[str]:
+    """Every thread's every main call, depth first (the sequences the paper trains on)."""
+    for thread in iter_threads(tree):
+        yield from thread["main_calls"]
 
 
 def thread_segments(tree: dict) -> list[tuple[str, str]]:
@@ -520,8 +526,5 @@ def tree_stats(tree: dict, count: Callable[[str], int] = count_tokens) -> TreeSt
 def sft_rows(tree: dict) -> list[dict]:
     """One training row per main call of every thread: ``prompt`` is what the engine gives the
     model (a prompt or a join), ``completion`` what the model must write."""
-    rows = [{"prompt": given, "completion": generated} for given, generated in thread_segments(tree)]
-    for children in tree.get("sub_calls", []):
-        for child in children:
-            rows.extend(sft_rows(child))
-    return rows
+    return [{"prompt": given, "completion": generated}
+            for thread in iter_threads(tree) for given, generated in thread_segments(thread)]

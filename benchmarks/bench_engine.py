@@ -25,9 +25,11 @@ from pathlib import Path
 
 import torch
 
+from apr_mini import trace_language as tl
 from apr_mini.backends import TransformersBackend
 from apr_mini.engine import Limits, run_problems
-from apr_mini.inference import EvalSettings, load_problems, run_eval, summarize
+from apr_mini.data import load_problems
+from apr_mini.inference import EvalSettings, run_eval, summarize
 
 
 def load(checkpoint: str):
@@ -129,11 +131,8 @@ def main() -> None:
 
 def _threads(records):
     """Every thread's tree of every record."""
-    stack = [r["tree"] for r in records]
-    while stack:
-        tree = stack.pop()
-        yield tree
-        stack.extend(child for kids in tree["sub_calls"] for child in kids)
+    for record in records:
+        yield from tl.iter_threads(record["tree"])
 
 
 def _join_prefill(records) -> int:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from apr_mini.config import PROFILES
 from apr_mini.data import build_dataset
-from apr_mini.inference import load_problems
+from apr_mini.data import load_problems
 from apr_mini.models import MODEL_PRESETS, ModelPreset
 from apr_mini.sft import SFTRun, train
 

@@ -11,7 +11,7 @@ from apr_mini.backends import TransformersBackend
 from apr_mini.serving import cut_at_spawn
 from apr_mini.engine import Orchestrator, Request, run_problems
 from apr_mini.generation import generate
-from apr_mini.inference import load_problems
+from apr_mini.data import load_problems
 from test_engine import bare
 
 CHECKPOINT = Path(__file__).parents[1] / "data" / "tiny-apr"

@@ -8,7 +8,7 @@ import pytest
 from apr_mini.backends import TransformersBackend
 from apr_mini.serving import OpenAIBackend, ServerUnreachable, launch_server
 from apr_mini.engine import run_problems
-from apr_mini.inference import load_problems
+from apr_mini.data import load_problems
 from test_backends import CHECKPOINT
 from test_engine import bare
 

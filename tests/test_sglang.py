@@ -11,7 +11,7 @@ import torch
 from apr_mini.backends import TransformersBackend
 from apr_mini.serving import launch_server
 from apr_mini.engine import run_problems
-from apr_mini.inference import load_problems
+from apr_mini.data import load_problems
 from test_http import free_port
 
 pytestmark = [
