@@ -1,6 +1,7 @@
-"""Command line: ``python -m apr_mini {data,demo,sft,evaluate,infer,solve} --help`` (also installed as ``apr-mini``).
+"""Command line: ``python -m apr_mini {data,lengths,demo,sft,evaluate,infer,solve} --help`` (also installed as ``apr-mini``).
 
 - ``data``: write a profile's problems, demonstrations and SFT rows (JSONL) with a manifest;
+- ``lengths``: the share of SoS+ and APR training rows that overflow each context window;
 - ``demo``: the main job of ``make demo`` (for now: data + summary table + plot);
 - ``sft``: train a SoS+ or APR model with TRL (checkpoints, resumes, logs a learning curve);
 - ``evaluate``: verified success of a checkpoint on held-out problems, without the parallel engine;
@@ -65,6 +66,20 @@ def cmd_demo(args) -> None:
     plot = Path(args.out).parent / "demonstrations.html"
     figure.write_html(plot, include_plotlyjs="cdn")
     print(f"plot: {plot}")
+
+
+def cmd_lengths(args) -> None:
+    from .sft import overflow_report
+
+    data = Path(args.data or f"runs/{get_profile(args.profile).name}/data")
+    report = overflow_report(data, args.contexts)
+    print(f"training rows of {data} longer than the context window (dropped by SFT)")
+    print("| rows | count | longest | " + " | ".join(f"over {c:,}" for c in args.contexts) + " |")
+    print("|---" * (3 + len(args.contexts)) + "|")
+    for kind, name in (("sosp", "SoS+"), ("apr", "APR (every thread's call)")):
+        r = report[kind]
+        print(f"| {name} | {r['rows']:,} | {r['max_tokens']:,} | " +
+              " | ".join(f"{r['over'][c]:.1%}" for c in args.contexts) + " |")
 
 
 def cmd_sft(args) -> None:
@@ -144,6 +159,11 @@ def main(argv=None) -> None:
     _add_data_args(data)
     data.add_argument("--out", help="output folder (default: runs/<profile>/data)")
     data.set_defaults(fn=cmd_data)
+    lengths = sub.add_parser("lengths", help="share of SoS+ and APR training rows over each context window")
+    lengths.add_argument("--profile", choices=sorted(PROFILES), help="default: $APR_PROFILE or cpu")
+    lengths.add_argument("--data", help="data folder (default: runs/<profile>/data)")
+    lengths.add_argument("--contexts", type=int, nargs="+", default=[512, 640, 768, 1024])
+    lengths.set_defaults(fn=cmd_lengths)
     demo = sub.add_parser("demo", help="the main job of `make demo`")
     _add_data_args(demo)
     demo.add_argument("--out", help="output folder (default: runs/<profile>/data)")

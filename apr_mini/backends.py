@@ -3,8 +3,11 @@
 Paper section 4.3 runs APR's threads on SGLang, whose radix cache keeps a parent's prefix so that a
 join only prefills the new text. :class:`TransformersBackend` implements the engine's
 :class:`apr_mini.engine.Backend` interface in-process, on CPU or GPU, with a hand-written
-continuous-batching decode loop: one KV cache for the whole batch; new threads are prefilled and
-merged into it; finished rows leave it. Two join strategies, selectable and compared in notebook 04:
+continuous-batching decode loop: every running thread owns one row of KV buffers preallocated for
+the whole batch (:class:`_SlotLayer`); new threads are prefilled and written into free rows, and a
+finished thread's row is refilled by the last one, so the batch's cache is never copied as threads
+come and go (copying it was half the time of an earlier left-padded design). Two join strategies,
+selectable and compared in notebook 04:
 
 - ``"prefix-cache"`` keeps each thread's KV after a spawn and, when the joined text comes back,
   reuses the longest common token prefix, so only the join text is prefilled (what SGLang's radix
@@ -34,6 +37,11 @@ class _Row:
     new: list[int] = field(default_factory=list)
     generator: torch.Generator | None = None
 
+    @property
+    def in_cache(self) -> int:
+        """Tokens whose KV the batch's cache holds: all but the last sampled token, fed next."""
+        return len(self.ids) + len(self.new) - 1
+
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
@@ -43,62 +51,39 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    missing = width - tensor.shape[dim]
-    if missing <= 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+def _stack_left_padded(parts: list[torch.Tensor | None], width: int, like: torch.Tensor) -> torch.Tensor:
+    """One-row tensors ``[1, heads, n, head_dim]`` (``None``: no tokens) stacked and left-padded with
+    zeros to ``width`` columns (padding is masked out, but must be finite: 0 x NaN is NaN)."""
+    out = like.new_zeros(len(parts), like.shape[1], width, like.shape[3])
+    for i, part in enumerate(parts):
+        if part is not None:
+            out[i, :, width - part.shape[2]:] = part[0]
+    return out
 
 
-class _GrowingLayer(DynamicLayer):
-    """A KV cache layer with spare room: appending a decoded token writes in place
-    (``DynamicLayer.update`` concatenates, which copies the whole cache at every step)."""
+class _SlotLayer(DynamicLayer):
+    """One layer of the running batch's KV cache as one decode step sees it.
 
-    @classmethod
-    def of(cls, parts: list[tuple[torch.Tensor, torch.Tensor]], spare: int = 64) -> "_GrowingLayer":
-        """One layer for the rows of ``parts`` (``(keys, values)`` of a few rows each), stacked in
-        order, left-padded to the widest and copied once into buffers with ``spare`` free columns."""
-        width = max(k.shape[2] for k, _ in parts)
-        rows = sum(k.shape[0] for k, _ in parts)
-        keys = parts[0][0]
-        layer = cls()
-        layer.lazy_initialization(keys, keys)
-        layer.buffers = [keys.new_empty(rows, keys.shape[1], width + spare, keys.shape[3]) for _ in range(2)]
-        start = 0
-        for part in parts:
-            end = start + part[0].shape[0]
-            for buffer, tensor in zip(layer.buffers, part):
-                pad = width - tensor.shape[2]
-                buffer[start:end, :, :pad] = 0  # masked out, but must be finite: 0 x NaN is NaN
-                buffer[start:end, :, pad:width] = tensor
-            start = end
-        layer._expose(width)
-        return layer
+    Row ``i`` of the batch keeps its ``n_i`` tokens in columns ``0..n_i-1`` of row ``i`` of
+    preallocated buffers. The step writes each row's new token at that row's own next column, in
+    place, and attention reads the first ``width`` columns through a view. So nothing is copied when
+    rows join the batch (they are written into free rows) or leave it (the last row moves into the
+    freed one), and the width follows the longest row still running."""
 
-    def _expose(self, length: int) -> None:
-        """Point ``keys``/``values`` (what attention reads) at the first ``length`` columns."""
-        self.length = length
-        self.keys, self.values = self.buffers[0][:, :, :length], self.buffers[1][:, :, :length]
-
-    def keep_rows(self, index: torch.Tensor, first: int) -> None:
-        """Keep the rows of ``index`` (one copy) and drop the first ``first`` columns (no copy)."""
-        self.buffers = [b[index][:, :, first:] for b in self.buffers]
-        self._expose(self.length - first)
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, columns: torch.Tensor, width: int):
+        super().__init__()
+        self.is_initialized = True
+        self.buffers, self.columns, self.width = (keys, values), columns, width
+        self.rows = torch.arange(len(columns), device=columns.device)
 
     def update(self, key_states, value_states, *args, **kwargs):
-        n, m = self.length, key_states.shape[2]
-        if n + m > self.buffers[0].shape[2]:
-            self.buffers = [torch.cat([b[:, :, :n], b.new_empty(*b.shape[:2], max(m, n), b.shape[3])], 2)
-                            for b in self.buffers]
-        self.buffers[0][:, :, n:n + m] = key_states
-        self.buffers[1][:, :, n:n + m] = value_states
-        self._expose(n + m)
-        return self.keys, self.values
+        for buffer, states in zip(self.buffers, (key_states, value_states)):
+            buffer[self.rows, :, self.columns] = states[:, :, 0]
+        n = len(self.rows)
+        return self.buffers[0][:n, :, :self.width], self.buffers[1][:n, :, :self.width]
 
     def get_seq_length(self) -> int:
-        return self.length
+        return self.width - 1
 
 
 class TransformersBackend:
@@ -115,10 +100,8 @@ class TransformersBackend:
         self.context_window = int(model.config.max_position_embeddings)
         self.stop_ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(tl.SPAWN_CLOSE)}
         self.waiting: list[Request] = []
-        self.rows: list[_Row] = []
-        self.layers: list = []   # the running batch's KV cache: per layer, [rows, heads, width, head_dim]
-        self.mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
-        self.next_tokens = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.rows: list[_Row] = []  # row i of the running batch lives in row i of the KV buffers
+        self.kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: [rows, heads, columns, head_dim]
         self.saved: dict[Hashable, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
         self.forward_calls = 0
 
@@ -159,7 +142,8 @@ class TransformersBackend:
         return tokens
 
     def _admit(self, requests: list[Request]) -> list[Completion]:
-        """Prefill the requests (after any cached prefix) as one batch and merge them into the running one."""
+        """Prefill the requests (after any cached prefix) as one left-padded batch, then write each
+        one's KV into a free row of the running batch."""
         rows, pasts = [], []
         for request in requests:
             ids = self.tokenizer(request.text)["input_ids"]
@@ -186,65 +170,81 @@ class TransformersBackend:
         if past_width:
             template = next(p for p in pasts if p is not None)
             for layer, (k0, _) in enumerate(template):
-                empty = k0.new_zeros(1, k0.shape[1], past_width, k0.shape[3])
-                layers.append(_GrowingLayer.of([p[layer] if p else (empty, empty) for p in pasts], spare=new_width))
-        logits, layers = self._forward(input_ids.to(self.device), mask.to(self.device), positions.to(self.device),
-                                       layers)
+                layers.append(DynamicLayer())
+                layers[-1].lazy_initialization(k0, k0)
+                layers[-1].keys, layers[-1].values = (
+                    _stack_left_padded([p[layer][j] if p else None for p in pasts], past_width, k0) for j in (0, 1))
+        mask = mask.to(self.device)
+        logits, layers = self._forward(input_ids.to(self.device), mask, positions.to(self.device), layers)
         tokens = self._sample(logits, rows)
-        self._merge(rows, [(layer.keys, layer.values) for layer in layers], mask.to(self.device), tokens)
-        return self._collect()
-
-    def _merge(self, rows: list[_Row], kv, mask: torch.Tensor, tokens: list[int]) -> None:
-        width = max(self.mask.shape[1], mask.shape[1])
-        if self.rows:
-            self.layers = [_GrowingLayer.of([(a.keys, a.values), b]) for a, b in zip(self.layers, kv)]
-            self.mask = torch.cat([_left_pad(self.mask, width, 1), _left_pad(mask, width, 1)])
-        else:
-            self.layers = [_GrowingLayer.of([b]) for b in kv]
-            self.mask = mask
-        self.rows += rows
-        self.next_tokens = torch.cat([self.next_tokens, torch.tensor(tokens, device=self.device)])
+        # every row's tokens move to its first columns: its valid (mask 1) columns first, in order
+        first = len(self.rows)
+        self._reserve(first + len(rows), mask.shape[1], like=layers[0].keys)
+        order = torch.argsort(1 - mask, dim=1, stable=True)[:, None, :, None]
+        for (keys, values), layer in zip(self.kv, layers):
+            index = order.expand(-1, keys.shape[1], -1, keys.shape[3])
+            keys[first:first + len(rows), :, :mask.shape[1]] = layer.keys.gather(2, index)
+            values[first:first + len(rows), :, :mask.shape[1]] = layer.values.gather(2, index)
         for row, token in zip(rows, tokens):
             row.new.append(token)
+        self.rows += rows
+        return self._collect()
+
+    def _reserve(self, rows: int, columns: int, like: torch.Tensor) -> None:
+        """Grow the KV buffers (doubling, so copies are rare) to hold ``rows`` x ``columns``."""
+        have_rows, have_columns = (self.kv[0][0].shape[0], self.kv[0][0].shape[2]) if self.kv else (0, 0)
+        if rows <= have_rows and columns <= have_columns:
+            return
+        rows = max(rows, min(2 * have_rows, self.max_batch)) if rows > have_rows else have_rows
+        columns = max(columns, 2 * have_columns) if columns > have_columns else have_columns
+        grown = []
+        for layer in range(self.model.config.num_hidden_layers):
+            pair = tuple(like.new_zeros(rows, like.shape[1], columns, like.shape[3]) for _ in range(2))
+            if self.kv:
+                for old, new in zip(self.kv[layer], pair):
+                    new[:have_rows, :, :have_columns] = old
+            grown.append(pair)
+        self.kv = grown
 
     def _decode(self) -> list[Completion]:
         """One token for every running row."""
         rows = self.rows
-        self.mask = torch.cat([self.mask, self.mask.new_ones(len(rows), 1)], dim=1)
-        positions = torch.tensor([[len(r.ids) + len(r.new) - 1] for r in rows], device=self.device)
-        logits, _ = self._forward(self.next_tokens[:, None], self.mask, positions, self.layers)
-        tokens = self._sample(logits, rows)
-        for row, token in zip(rows, tokens):
+        lengths = [r.in_cache for r in rows]
+        width = max(lengths) + 1
+        self._reserve(len(rows), width, like=self.kv[0][0])
+        columns = torch.tensor(lengths, device=self.device)
+        mask = (torch.arange(width, device=self.device)[None, :] <= columns[:, None])[:, None, None, :]
+        layers = [_SlotLayer(keys, values, columns, width) for keys, values in self.kv]
+        next_tokens = torch.tensor([[r.new[-1]] for r in rows], device=self.device)
+        logits, _ = self._forward(next_tokens, mask, columns[:, None], layers)
+        for row, token in zip(rows, self._sample(logits, rows)):
             row.new.append(token)
-        self.next_tokens = torch.tensor(tokens, device=self.device)
         return self._collect()
 
     def _collect(self) -> list[Completion]:
-        """Take the rows whose last sampled token ends their call out of the batch."""
-        done, keep = [], []
-        for i, row in enumerate(self.rows):
+        """Take the rows whose last sampled token ends their call out of the batch; the last row
+        moves into each freed row (one row copied, not the batch)."""
+        done = []
+        for i in reversed(range(len(self.rows))):
+            row = self.rows[i]
             last = row.new[-1]
             at_limit = len(row.new) >= row.request.max_new_tokens or len(row.ids) + len(row.new) >= self.context_window
             if last in self.stop_ids or at_limit:
                 done.append(self._finish(i, row, "stop" if last in self.stop_ids else "length"))
-            else:
-                keep.append(i)
-        if done:
-            index = torch.tensor(keep, dtype=torch.long, device=self.device)
-            self.rows = [self.rows[i] for i in keep]
-            self.mask, self.next_tokens = self.mask[index], self.next_tokens[index]
-            first = int(self.mask.any(0).nonzero()[0]) if keep else 0  # drop columns that are padding in every row
-            self.mask = self.mask[:, first:]
-            for layer in self.layers:
-                layer.keep_rows(index, first)
-        return done
+                moved = self.rows.pop()
+                if moved is not row:
+                    self.rows[i] = moved
+                    n = moved.in_cache
+                    for buffer in (b for pair in self.kv for b in pair):
+                        buffer[i, :, :n] = buffer[len(self.rows), :, :n]
+        return done[::-1]
 
     def _finish(self, i: int, row: _Row, reason: str) -> Completion:
         new = row.new[:-1] if row.new[-1] == self.tokenizer.eos_token_id else row.new
         if self.join == "prefix-cache" and reason == "stop" and row.new[-1] != self.tokenizer.eos_token_id:
-            fed = self.mask[i].bool()  # the KV of the prompt and every new token but the last one
-            self.saved[row.request.key] = (row.ids + row.new[:-1], [(layer.keys[i:i + 1, :, fed],
-                                                                     layer.values[i:i + 1, :, fed])
-                                                                    for layer in self.layers])
+            n = row.in_cache
+            self.saved[row.request.key] = (row.ids + row.new[:-1],
+                                           [(keys[i:i + 1, :, :n].clone(), values[i:i + 1, :, :n].clone())
+                                            for keys, values in self.kv])
         return Completion(row.request.key, self.tokenizer.decode(new, skip_special_tokens=True), reason,
                           len(row.ids), row.cached, len(row.new))

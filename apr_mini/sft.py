@@ -16,8 +16,9 @@ apr-mini's, seeded and applied identically to SoS+ and APR:
 
 Batches are padding-free: TRL packs rows into ``context``-token blocks (best-fit decreasing) with
 per-row position ids, so no compute is spent on padding and no token attends across rows. TRL
-flattens a micro-batch into one sequence, so a micro-batch holds one block (attention cost grows with
-the square of its length) and gradient accumulation makes up the batch.
+flattens a micro-batch into one sequence, so a micro-batch holds one block and gradient accumulation
+makes up the batch. Attention inside a block runs row by row (:func:`use_packed_attention`): plain
+SDPA would apply a block-diagonal mask to the whole block and so compute every pair of its positions.
 """
 
 from __future__ import annotations
@@ -89,6 +90,51 @@ def tokenize_rows(rows: list[dict], tokenizer, context: int, seed: int = 0):
     return Dataset.from_list(kept), report
 
 
+def overflow_report(data_dir: str | Path, contexts=(512, 640, 768, 1024), tokenizer=None) -> dict:
+    """For each context window, the share of SoS+ and of APR training rows that :func:`tokenize_rows`
+    would drop as too long (BOS + prompt + completion + EOS). The paper's context-window effect needs
+    a task where a real share of SoS+ rows overflow while APR's threads still fit."""
+    from .tokenizer import build_tokenizer
+
+    tokenizer = tokenizer or build_tokenizer()
+    report = {}
+    for kind in ("sosp", "apr"):
+        rows = load_rows(data_dir, kind)
+        lengths = [len(ids) + 1 for ids in tokenizer([r["prompt"] + r["completion"] for r in rows])["input_ids"]]
+        report[kind] = {"rows": len(rows), "max_tokens": max(lengths),
+                        "over": {c: sum(n > c for n in lengths) / len(lengths) for c in contexts}}
+    return report
+
+
+def _packed_attention(module, query, key, value, attention_mask, *, position_ids=None, **kwargs):
+    """Training attention for a packed block: causal SDPA row by row (a row starts where the position
+    ids restart at 0) instead of one SDPA over the whole block under a block-diagonal mask, which
+    computes every pair of positions in the block (on CPU, half of a step's arithmetic for short
+    APR rows). Everything else (generation, padded batches) is plain SDPA."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    packed = (module.training and query.shape[0] == 1 and position_ids is not None
+              and query.shape[2] == key.shape[2] == position_ids.shape[-1] and int(position_ids[0, 0]) == 0)
+    if not packed:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    starts = (position_ids[0] == 0).nonzero().flatten().tolist() + [query.shape[2]]
+    rows = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, is_causal=True,
+                                   **kwargs)[0] for a, b in zip(starts, starts[1:])]
+    return torch.cat(rows, dim=1), None
+
+
+def use_packed_attention(model) -> None:
+    """Give an SDPA model :func:`_packed_attention` for packed training (not saved with the model)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    if model.config._attn_implementation == "sdpa":
+        AttentionInterface.register("apr_mini_packed", _packed_attention)
+        AttentionMaskInterface.register("apr_mini_packed", sdpa_mask)
+        model.config._attn_implementation = "apr_mini_packed"
+
+
 def sft_config(run: SFTRun, out_dir: Path, context: int, max_steps: int):
     """TRL's config for a CPU- and GPU-friendly run (no bf16 or gradient checkpointing on CPU)."""
     import torch
@@ -142,6 +188,8 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
     tokenizer = build_tokenizer(run.numbers)
     dataset, report = tokenize_rows(load_rows(data_dir, run.kind, run.keep), tokenizer, context, run.seed)
     model = build_model(run.model, tokenizer, seed=run.seed)
+    if run.packing:
+        use_packed_attention(model)
     curve_path = out / "curve.jsonl"
     val = (val_problems or [])[: run.eval_problems]
 

@@ -7,7 +7,7 @@ import pytest
 from apr_mini import trace_language as tl
 from apr_mini.config import PROFILES
 from apr_mini.data import build_dataset
-from apr_mini.sft import SFTRun, evaluate, load_rows, tokenize_rows, train
+from apr_mini.sft import SFTRun, evaluate, load_rows, overflow_report, tokenize_rows, train
 from apr_mini.tokenizer import build_tokenizer
 
 
@@ -31,6 +31,21 @@ def test_rows_are_tokenized_with_completion_masks_and_over_long_rows_dropped(tin
     _, short = tokenize_rows(rows, tokenizer, context=100)
     assert short["dropped_over_context"] > 0
 
+
+
+def test_overflow_report_counts_what_tokenize_rows_drops(tiny_data, capsys):
+    tokenizer = build_tokenizer()
+    report = overflow_report(tiny_data, contexts=(100, 1024), tokenizer=tokenizer)
+    for kind in ("sosp", "apr"):
+        rows = load_rows(tiny_data, kind)
+        for context in (100, 1024):
+            dropped = tokenize_rows(rows, tokenizer, context=context)[1]["dropped_over_context"]
+            assert report[kind]["over"][context] == dropped / len(rows)
+    assert report["sosp"]["over"][100] > report["apr"]["over"][100]  # whole searches are longer than threads
+    from apr_mini.__main__ import main
+
+    main(["lengths", "--data", str(tiny_data), "--contexts", "100", "1024"])
+    assert "| SoS+ |" in capsys.readouterr().out
 
 def test_train_checkpoints_resumes_and_evaluates(tiny_data, tmp_path):
     from apr_mini.countdown import Problem
@@ -65,3 +80,27 @@ def test_generation_stops_rows_independently_and_respects_the_context():
     assert [s.prompt for s in samples] == prompts
     assert all(s.new_tokens <= 7 for s in samples)
     assert generate(model, tokenizer, []) == []
+
+
+def test_packed_attention_matches_each_row_alone():
+    import torch
+
+    from apr_mini.models import build_model
+    from apr_mini.sft import use_packed_attention
+
+    tokenizer = build_tokenizer()
+    rows = [tl.root_prompt(24, [3, 8, 1]) + "\nExploring Operation: 3*8=24", tl.root_prompt(10, [5, 2, 7]), "Moving"]
+    ids = [tokenizer(r)["input_ids"] for r in rows]
+    packed = torch.tensor([sum(ids, [])])
+    positions = torch.tensor([[p for row in ids for p in range(len(row))]])
+    model = build_model("tiny", tokenizer, seed=0).train()
+    alone = torch.cat([model(input_ids=torch.tensor([row])).logits for row in ids], dim=1)
+    # as TRL trains: no cache, so transformers builds a block-diagonal mask from the position ids
+    masked = model(input_ids=packed, position_ids=positions, use_cache=False).logits
+    use_packed_attention(model)
+    by_row = model(input_ids=packed, position_ids=positions, use_cache=False).logits
+    assert model.config._attn_implementation == "apr_mini_packed"
+    torch.testing.assert_close(by_row, alone, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(by_row, masked, atol=1e-5, rtol=1e-4)
+    by_row.sum().backward()  # gradients flow through the per-row path
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
