@@ -90,6 +90,11 @@ def tokenize_rows(rows: list[dict], tokenizer, context: int, seed: int = 0):
     return Dataset.from_list(kept), report
 
 
+def row_lengths(rows: list[dict], tokenizer) -> list[int]:
+    """Each row's length as trained: BOS + prompt + completion + EOS."""
+    return [len(ids) + 1 for ids in tokenizer([r["prompt"] + r["completion"] for r in rows])["input_ids"]]
+
+
 def overflow_report(data_dir: str | Path, contexts=(512, 640, 768, 1024), tokenizer=None) -> dict:
     """For each context window, the share of SoS+ and of APR training rows that :func:`tokenize_rows`
     would drop as too long (BOS + prompt + completion + EOS). The paper's context-window effect needs
@@ -100,7 +105,7 @@ def overflow_report(data_dir: str | Path, contexts=(512, 640, 768, 1024), tokeni
     report = {}
     for kind in ("sosp", "apr"):
         rows = load_rows(data_dir, kind)
-        lengths = [len(ids) + 1 for ids in tokenizer([r["prompt"] + r["completion"] for r in rows])["input_ids"]]
+        lengths = row_lengths(rows, tokenizer)
         report[kind] = {"rows": len(rows), "max_tokens": max(lengths),
                         "over": {c: sum(n > c for n in lengths) / len(lengths) for c in contexts}}
     return report
@@ -194,15 +199,18 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
     val = (val_problems or [])[: run.eval_problems]
 
     class Curve(TrainerCallback):
+        recorded_step = None
+
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if run.eval_every and val and state.global_step % run.eval_every == 0:
                 self.record(state, model)
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
-            if val:
+            if val and state.global_step != self.recorded_step:
                 self.record(state, model)
 
         def record(self, state, model):
+            self.recorded_step = state.global_step
             loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
             scores = evaluate(model, tokenizer, val, kind=run.kind)
             point = {"step": state.global_step, "tokens": state.num_input_tokens_seen, "loss": loss, **scores}

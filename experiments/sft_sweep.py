@@ -80,7 +80,8 @@ def report() -> dict:
         curve_path, metrics_path = RUNS / name / "curve.jsonl", RUNS / name / "metrics.json"
         if not curve_path.exists():
             continue
-        curve = [json.loads(line) for line in curve_path.read_text().splitlines()]
+        # one point per step (a run stopped and resumed at its last step may have evaluated it twice)
+        curve = list({p["step"]: p for p in map(json.loads, curve_path.read_text().splitlines())}.values())
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
         points.append({"point": name, "change": change, "dataset": dataset, "finished": bool(metrics),
                        "parameters": metrics.get("parameters"), "tokens": curve[-1]["tokens"],

@@ -29,7 +29,7 @@ def test_markers_are_ordinary_tokens_and_digits_are_split(tokenizer):
 def test_integer_tokens_variant_round_trips_with_whole_numbers(reference_cases):
     integers = build_tokenizer("integers")
     assert integers.convert_ids_to_tokens(integers("2184 123456", add_special_tokens=False)["input_ids"]) == \
-        ["2184", " ", "1234", "56"]
+        ["218", "4", " ", "123", "456"]
     for case in reference_cases[:10]:
         text = case["sosp_trace"]
         ids = integers(text)["input_ids"]
