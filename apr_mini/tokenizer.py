@@ -27,7 +27,8 @@ CHARACTERS = [c for c in string.printable if c not in "\x0b\x0c\r"]
 
 NUMBER_SCHEMES = ("digits", "integers")
 # "integers": one token per integer up to here; longer numbers split in 3-digit pieces. 999 covers
-# nearly every number of the cpu task (3 numbers <= 12); a 10k vocabulary made a CPU step 8x slower.
+# nearly every number of the cpu task (3 numbers <= 12); a 10k vocabulary made CPU training several
+# times slower (the output layer and softmax over the vocabulary dominated a step).
 MAX_INTEGER_TOKEN = 999
 
 

@@ -95,7 +95,9 @@ def report() -> dict:
     print("| point | change | parameters | tokens | final loss | verified (last) | best | finished |")
     print("|---|---|---|---|---|---|---|---|")
     for p in points:
-        print(f"| {p['point']} | {p['change']} | {p['parameters'] or ''} | {p['tokens']:,} | {p['final_loss'] or ''} | "
+        parameters = f"{p['parameters']:,}" if p["parameters"] else ""
+        loss = f"{p['final_loss']:.3f}" if p["final_loss"] is not None else ""
+        print(f"| {p['point']} | {p['change']} | {parameters} | {p['tokens']:,} | {loss} | "
               f"{p['verified']:.0%} | {p['best_verified']:.0%} | {'yes' if p['finished'] else 'no'} |")
     print(f"wrote {RESULTS}")
     return results
