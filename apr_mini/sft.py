@@ -114,8 +114,8 @@ def overflow_report(data_dir: str | Path, contexts=(512, 640, 768, 1024), tokeni
 def _packed_attention(module, query, key, value, attention_mask, *, position_ids=None, **kwargs):
     """Training attention for a packed block: causal SDPA row by row (a row starts where the position
     ids restart at 0) instead of one SDPA over the whole block under a block-diagonal mask, which
-    computes every pair of positions in the block (on CPU, half of a step's arithmetic for short
-    APR rows). Everything else (generation, padded batches) is plain SDPA."""
+    computes every pair of positions in the block (a block of six 170-token APR rows: 6x the
+    attention arithmetic). Everything else (generation, padded batches) is plain SDPA."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
