@@ -70,11 +70,11 @@ class _SlotLayer(DynamicLayer):
     rows join the batch (they are written into free rows) or leave it (the last row moves into the
     freed one), and the width follows the longest row still running."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, columns: torch.Tensor, width: int):
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor,
+                 width: int):
         super().__init__()
         self.is_initialized = True
-        self.buffers, self.columns, self.width = (keys, values), columns, width
-        self.rows = torch.arange(len(columns), device=columns.device)
+        self.buffers, self.rows, self.columns, self.width = (keys, values), rows, columns, width
 
     def update(self, key_states, value_states, *args, **kwargs):
         for buffer, states in zip(self.buffers, (key_states, value_states)):
@@ -214,7 +214,8 @@ class TransformersBackend:
         self._reserve(len(rows), width, like=self.kv[0][0])
         columns = torch.tensor(lengths, device=self.device)
         mask = (torch.arange(width, device=self.device)[None, :] <= columns[:, None])[:, None, None, :]
-        layers = [_SlotLayer(keys, values, columns, width) for keys, values in self.kv]
+        row_index = torch.arange(len(rows), device=self.device)
+        layers = [_SlotLayer(keys, values, row_index, columns, width) for keys, values in self.kv]
         next_tokens = torch.tensor([[r.new[-1]] for r in rows], device=self.device)
         logits, _ = self._forward(next_tokens, mask, columns[:, None], layers)
         for row, token in zip(rows, self._sample(logits, rows)):

@@ -59,10 +59,10 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
-
 def load_problems(path: str | Path, n: int | None = None) -> list[Problem]:
     """The first ``n`` problems (all if ``None``) of a problems JSONL file."""
     return [Problem.from_dict(r) for r in read_jsonl(path)][:n]
+
 
 def _pool(workers: int):
     """A process pool for ``workers > 1``, else ``None`` (work stays in this process)."""

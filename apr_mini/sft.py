@@ -95,6 +95,11 @@ def row_lengths(rows: list[dict], tokenizer) -> list[int]:
     return [len(ids) + 1 for ids in tokenizer([r["prompt"] + r["completion"] for r in rows])["input_ids"]]
 
 
+def overflow_shares(lengths: list[int], contexts) -> dict[int, float]:
+    """For each context window, the share of ``lengths`` longer than it."""
+    return {c: sum(n > c for n in lengths) / len(lengths) for c in contexts}
+
+
 def overflow_report(data_dir: str | Path, contexts=(512, 640, 768, 1024), tokenizer=None) -> dict:
     """For each context window, the share of SoS+ and of APR training rows that :func:`tokenize_rows`
     would drop as too long (BOS + prompt + completion + EOS). The paper's context-window effect needs
@@ -107,7 +112,7 @@ def overflow_report(data_dir: str | Path, contexts=(512, 640, 768, 1024), tokeni
         rows = load_rows(data_dir, kind)
         lengths = row_lengths(rows, tokenizer)
         report[kind] = {"rows": len(rows), "max_tokens": max(lengths),
-                        "over": {c: sum(n > c for n in lengths) / len(lengths) for c in contexts}}
+                        "over": overflow_shares(lengths, contexts)}
     return report
 
 

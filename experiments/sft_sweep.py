@@ -26,8 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from apr_mini.config import PROFILES
-from apr_mini.data import build_dataset
-from apr_mini.data import load_problems
+from apr_mini.data import build_dataset, load_problems
 from apr_mini.models import MODEL_PRESETS, ModelPreset
 from apr_mini.sft import SFTRun, train
 
