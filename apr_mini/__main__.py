@@ -121,7 +121,7 @@ def cmd_infer(args) -> None:
 
     from .engine import Limits
     from .data import load_problems
-    from .inference import EvalSettings, open_backend, run_eval, summarize, summary_table
+    from .inference import EvalSettings, open_backend, run_eval, smaller_contexts, summarize, summary_table
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,6 +136,11 @@ def cmd_infer(args) -> None:
     records = run_eval(backend, problems, out, settings, max_live=args.max_live, progress=not args.no_progress)
     summary = summarize(records)
     print(summary_table({f"{Path(args.checkpoint).name} {args.method}": summary}))
+    if args.within:
+        summary["smaller_contexts"] = smaller_contexts(records, args.within)
+        print("| context | verified within it | longest sequence longer |\n|---|---|---|")
+        for window, share in summary["smaller_contexts"].items():
+            print(f"| {window:,} | {share['verified']:.1%} | {share['longer']:.1%} |")
     print(f"records: {out}")
     Path(out).with_suffix(".summary.json").write_text(json.dumps(summary, indent=1))
 
@@ -206,6 +211,8 @@ def main(argv=None) -> None:
     infer.add_argument("--max-children", type=int, default=16, help="children per spawn")
     infer.add_argument("--max-thread-tokens", type=int, help="new tokens per thread")
     infer.add_argument("--context", type=int, help="context window (default: the model's)")
+    infer.add_argument("--within", type=int, nargs="+", metavar="TOKENS",
+                       help="also report accuracy as if the context were each of these (inference.smaller_contexts)")
     infer.add_argument("--backend", choices=["transformers", "openai"], default="transformers")
     infer.add_argument("--url", help="server url for --backend openai, e.g. http://127.0.0.1:8000")
     infer.add_argument("--join", choices=["prefix-cache", "re-prefill"], default="prefix-cache")

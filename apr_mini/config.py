@@ -7,8 +7,9 @@ A *profile* is a named preset that scales the whole pipeline:
 - ``gpu``: the paper's scale (4 numbers in 1..99, targets 10..100, beam sizes as the reference).
 
 Notebooks and scripts pick one with the ``APR_PROFILE`` environment variable (default ``cpu``);
-``make test`` sets ``APR_PROFILE=tiny``. The ``cpu`` task is provisional: the SFT issue's sweep
-decides which task a 2-core CPU can learn.
+``make test`` sets ``APR_PROFILE=tiny``. The ``cpu`` task (3 numbers in 1..12, targets 10..36, the
+``cpu`` model's 768-token context) is what the SFT sweep found a 2-core CPU can learn
+(``experiments/sft_sweep.py``) with SoS+ traces long enough to overflow the context, as in the paper.
 """
 
 from __future__ import annotations

@@ -137,6 +137,24 @@ def summarize(records: list[dict]) -> dict:
     return summary
 
 
+def smaller_contexts(records: list[dict], windows) -> dict[int, dict]:
+    """For each context window: ``verified``, the share of problems whose first sample verified with
+    every sequence inside the window (what the same model scores with that smaller context), and
+    ``longer``, the share that does not fit (a sequence longer than the window, or one the run's own
+    context already cut off). ``verified`` is exact for a greedy SoS+ run (a greedy trace cut at the
+    window is the same trace up to there) and a lower bound for APR (with less room a cut-off child
+    fails, and its parent may still solve the problem)."""
+    first = [r for r in records if r["sample"] == 0]
+
+    def fits(record: dict, window: int) -> bool:  # + 1: BOS takes a place in the context too
+        metrics = record["metrics"]
+        return metrics["longest_sequence"] + 1 <= window and "context window full" not in metrics["failures"]
+
+    n = max(1, len(first))
+    return {w: {"verified": sum(r["verified"] and fits(r, w) for r in first) / n,
+                "longer": sum(not fits(r, w) for r in first) / n} for w in windows}
+
+
 def summary_table(summaries: dict[str, dict]) -> str:
     """A Markdown table, one row per named run."""
     columns = ["problems", "samples", "accuracy", "pass_at_n", "majority", "total_tokens", "longest_sequence",

@@ -38,6 +38,11 @@ def cut_at_spawn(text: str) -> str:
     return text if end < 0 else text[:end + len(tl.SPAWN_CLOSE)]
 
 
+def probe_body(model: str) -> dict:
+    """The smallest completion request: is a server up and serving ``model``?"""
+    return {"model": model, "prompt": "", "max_tokens": 1}
+
+
 def checkpoint_context(checkpoint: str | Path) -> int:
     """The context window written in a local checkpoint's ``config.json``."""
     config = Path(checkpoint) / "config.json"
@@ -83,7 +88,7 @@ class OpenAIBackend:
     def check(self) -> None:
         """Raise :class:`ServerUnreachable` with what to do if the server does not answer."""
         try:
-            self._call(self._post({"model": self.model, "prompt": "", "max_tokens": 1}, retries=0))
+            self._call(self._post(probe_body(self.model), retries=0))
         except Exception as err:  # any failure here means the same thing to the user
             raise ServerUnreachable(
                 f"no OpenAI-compatible completion server answered at {self.base_url}/v1/completions ({err}). "
@@ -189,7 +194,7 @@ def launch_server(checkpoint: str | Path, *, kind: str = "transformers", port: i
         process = subprocess.Popen(server_command(kind, checkpoint, port) + list(extra_args), stdout=out, stderr=subprocess.STDOUT,
                                    env=env)
     server = Server(process, f"http://127.0.0.1:{port}", str(checkpoint), log)
-    body = {"model": server.checkpoint, "prompt": "", "max_tokens": 1}
+    body = probe_body(server.checkpoint)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -38,7 +38,8 @@ DATASETS = {  # name -> profile whose data a point trains on
     "cpu-500": CPU.replace(data=replace(CPU.data, n_train=500)),
     "cpu-4-numbers": CPU.replace(task=replace(CPU.task, n_numbers=4)),
 }
-MODEL_PRESETS.update({
+MODEL_PRESETS.update({  # the points keep the 1,024-token context they were run with (the cpu preset now has 768)
+    "sweep-4x128": replace(MODEL_PRESETS["cpu"], context=1024),
     "sweep-4x192": ModelPreset(n_layers=4, hidden=192, n_heads=6, ffn=768, context=1024),
     "sweep-8x128": ModelPreset(n_layers=8, hidden=128, n_heads=4, ffn=512, context=1024),
 })
@@ -66,7 +67,7 @@ def dataset_dir(name: str, workers: int) -> Path:
 def run_point(name: str, budget: int, threads: int) -> dict:
     change, fields, dataset = POINTS[name]
     data = dataset_dir(dataset, threads)
-    run = SFTRun(kind="sosp", max_tokens=budget, threads=threads, eval_problems=100, **fields)
+    run = SFTRun(kind="sosp", max_tokens=budget, threads=threads, eval_problems=100, **{"model": "sweep-4x128", **fields})
     steps = budget // (run.batch_size * run.grad_accum * MODEL_PRESETS[run.model].context)
     run = replace(run, eval_every=max(1, steps // 6))
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)

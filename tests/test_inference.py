@@ -8,7 +8,7 @@ import pytest
 from apr_mini.countdown import problem_chunk
 from apr_mini.demonstrations import apr_tree
 from apr_mini.engine import Limits, ScriptedBackend, scripted_from_trees
-from apr_mini.inference import EvalSettings, run_eval, solution_key, summarize, summary_table
+from apr_mini.inference import EvalSettings, run_eval, smaller_contexts, solution_key, summarize, summary_table
 from test_engine import TASK, bare
 
 
@@ -85,6 +85,17 @@ def test_summary_reports_first_sample_pass_at_n_and_majority_vote():
     assert "| run |" in summary_table({"x": summary})
 
 
+def test_smaller_contexts_count_first_samples_that_verified_and_fit():
+    records = [record(0, 0, "r", True, tokens=300), record(0, 1, "r", True, tokens=100),   # only sample 0 counts
+               record(1, 0, "r", True, tokens=700), record(2, 0, "r", False, tokens=100),
+               record(3, 0, "r", True, tokens=639)]
+    report = smaller_contexts(records, [256, 640, 1024])
+    assert {w: r["verified"] for w, r in report.items()} == {256: 0.0, 640: 0.5, 1024: 0.75}
+    assert {w: r["longer"] for w, r in report.items()} == {256: 0.75, 640: 0.25, 1024: 0.0}
+    records[2]["metrics"]["failures"] = ["context window full"]  # cut off by the run's own context
+    assert smaller_contexts(records, [1024])[1024]["longer"] == 0.25
+
+
 def test_infer_command_writes_records_and_a_summary(tmp_path, capsys):
     from apr_mini.__main__ import main
     from test_backends import CHECKPOINT
@@ -92,7 +103,9 @@ def test_infer_command_writes_records_and_a_summary(tmp_path, capsys):
     out = tmp_path / "apr.jsonl"
     main(["infer", "--checkpoint", str(CHECKPOINT), "--method", "apr", "--problems",
           str(CHECKPOINT / "problems_val.jsonl"), "--n", "2", "--max-thread-tokens", "200", "--out", str(out),
-          "--no-progress"])
+          "--no-progress", "--within", "256", "1024"])
     assert len(out.read_text().splitlines()) == 2
-    assert json.loads(out.with_suffix(".summary.json").read_text())["problems"] == 2
-    assert "| tiny-apr apr |" in capsys.readouterr().out
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    assert summary["problems"] == 2 and set(summary["smaller_contexts"]) == {"256", "1024"}
+    printed = capsys.readouterr().out
+    assert "| tiny-apr apr |" in printed and "| 256 |" in printed
