@@ -1,8 +1,8 @@
 """The SFT sweep: which configuration learns Countdown on a 2-core CPU, measured, not guessed.
 
 Every point trains a SoS+ model on the ``cpu`` profile's data with one lever changed from ``base``
-(the shipped ``cpu`` configuration: 4 layers x 128, digit tokens, lr 3e-3, 2 packed 1,024-token
-blocks per step, 1,500 training problems, 3 numbers) for the same token budget, and logs verified
+(the ``cpu`` configuration with the 1,024-token context it had when the sweep ran: 4 layers x 128,
+digit tokens, lr 3e-3, 2 packed 1,024-token blocks per step, 1,500 training problems, 3 numbers) for the same token budget, and logs verified
 success on 100 held-out problems against tokens seen. Levers: number tokenization, task size, width
 and depth, learning rate, batch, data size.
 
@@ -44,7 +44,7 @@ MODEL_PRESETS.update({  # the points keep the 1,024-token context they were run 
     "sweep-8x128": ModelPreset(n_layers=8, hidden=128, n_heads=4, ffn=512, context=1024),
 })
 POINTS = {  # name -> (what changes, SFTRun fields, dataset)
-    "base": ("nothing (the shipped cpu configuration)", {}, "cpu"),
+    "base": ("nothing (the cpu configuration, 1,024-token context)", {}, "cpu"),
     "integer-tokens": ("one token per integer instead of per digit", {"numbers": "integers"}, "cpu"),
     "4-numbers": ("4 numbers instead of 3 (task size)", {}, "cpu-4-numbers"),
     "wide-4x192": ("width 192 instead of 128", {"model": "sweep-4x192"}, "cpu"),
