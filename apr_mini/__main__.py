@@ -138,7 +138,7 @@ def cmd_infer(args) -> None:
     print(summary_table({f"{Path(args.checkpoint).name} {args.method}": summary}))
     if args.within:
         summary["smaller_contexts"] = smaller_contexts(records, args.within)
-        print("| context | verified within it | longest sequence longer |\n|---|---|---|")
+        print("| context | verified within it | doesn't fit |\n|---|---|---|")
         for window, share in summary["smaller_contexts"].items():
             print(f"| {window:,} | {share['verified']:.1%} | {share['longer']:.1%} |")
     print(f"records: {out}")

@@ -24,6 +24,7 @@ SDPA would apply a block-diagonal mask to the whole block and so compute every p
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -145,6 +146,10 @@ def use_packed_attention(model) -> None:
         model.config._attn_implementation = "apr_mini_packed"
 
 
+def warmup_steps(run: SFTRun, max_steps: int) -> int:
+    return max(1, int(run.warmup_ratio * max_steps))
+
+
 def sft_config(run: SFTRun, out_dir: Path, context: int, max_steps: int):
     """TRL's config for a CPU- and GPU-friendly run (no bf16 or gradient checkpointing on CPU)."""
     import torch
@@ -155,7 +160,7 @@ def sft_config(run: SFTRun, out_dir: Path, context: int, max_steps: int):
         output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=run.batch_size,
         gradient_accumulation_steps=run.grad_accum,
         learning_rate=run.lr, lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr_rate": run.min_lr_ratio}, warmup_steps=max(1, int(run.warmup_ratio * max_steps)),
+        lr_scheduler_kwargs={"min_lr_rate": run.min_lr_ratio}, warmup_steps=warmup_steps(run, max_steps),
         weight_decay=run.weight_decay, adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=1.0,
         bf16=on_gpu, activation_checkpointing=False, max_length=context, packing=run.packing,
         packing_strategy="bfd", completion_only_loss=True, logging_steps=25, save_steps=run.save_every,
@@ -188,12 +193,12 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     context = MODEL_PRESETS[run.model].context
-    max_steps = max(1, run.max_tokens // (run.batch_size * run.grad_accum * context))
     metrics_path = out / "metrics.json"
     if metrics_path.exists():
         finished = json.loads(metrics_path.read_text())
-        if finished["steps"] >= max_steps:
-            print(f"{out} has already trained {max_steps} steps; remove it to train again")
+        if finished["run"]["max_tokens"] >= run.max_tokens:
+            print(f"{out} has already trained a budget of {finished['run']['max_tokens']:,} tokens; "
+                  "remove it to train again, or pass a larger budget to go on")
             return finished
     tokenizer = build_tokenizer(run.numbers)
     dataset, report = tokenize_rows(load_rows(data_dir, run.kind, run.keep), tokenizer, context, run.seed)
@@ -223,8 +228,13 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
                 f.write(json.dumps(point) + "\n")
             print(f"[curve] {point}", flush=True)
 
-    trainer = SFTTrainer(model=model, args=sft_config(run, out, context, max_steps), train_dataset=dataset,
+    trainer = SFTTrainer(model=model, args=sft_config(run, out, context, max_steps=1), train_dataset=dataset,
                          processing_class=tokenizer, callbacks=[Curve()])
+    # Packed blocks are not all full (the longer the rows, the emptier), so the step count comes from
+    # the real tokens per block: ``max_tokens`` counts trained tokens, as in the curve and metrics.
+    tokens_per_step = report["tokens_per_epoch"] / len(trainer.train_dataset) * run.batch_size * run.grad_accum
+    trainer.args.max_steps = max_steps = max(1, math.ceil(run.max_tokens / tokens_per_step))
+    trainer.args.warmup_steps = warmup_steps(run, max_steps)
     start = time.time()
     trainer.train(resume_from_checkpoint=latest_checkpoint(out))
     trainer.save_model(str(out / "final"))

@@ -2,9 +2,9 @@
 
 Every point trains a SoS+ model on the ``cpu`` profile's data with one lever changed from ``base``
 (the ``cpu`` configuration with the 1,024-token context it had when the sweep ran: 4 layers x 128,
-digit tokens, lr 3e-3, 2 packed 1,024-token blocks per step, 1,500 training problems, 3 numbers) for the same token budget, and logs verified
-success on 100 held-out problems against tokens seen. Levers: number tokenization, task size, width
-and depth, learning rate, batch, data size.
+digit tokens, lr 3e-3, 2 packed 1,024-token blocks per step, 1,500 training problems, 3 numbers) for
+the same token budget, and logs verified success on 100 held-out problems against tokens seen.
+Levers: number tokenization, task size, width and depth, learning rate, batch, data size.
 
 Run (each point resumes after a kill and is skipped once finished; about 20 minutes per point at the
 default budget on 2 threads, so run it in the background)::
