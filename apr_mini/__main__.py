@@ -121,7 +121,8 @@ def cmd_infer(args) -> None:
 
     from .engine import Limits
     from .data import load_problems
-    from .inference import EvalSettings, open_backend, run_eval, smaller_contexts, summarize, summary_table
+    from .inference import (EvalSettings, checkpoint_fingerprint, open_backend, run_eval, smaller_contexts, summarize,
+                            summary_table)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -133,7 +134,8 @@ def cmd_infer(args) -> None:
                            context_window=args.context)
     problems = load_problems(args.problems, args.n)
     out = args.out or f"runs/infer/{Path(args.checkpoint).name}-{args.method}.jsonl"
-    records = run_eval(backend, problems, out, settings, max_live=args.max_live, progress=not args.no_progress)
+    records = run_eval(backend, problems, out, settings, max_live=args.max_live, progress=not args.no_progress,
+                       model=checkpoint_fingerprint(args.checkpoint))
     summary = summarize(records)
     print(summary_table({f"{Path(args.checkpoint).name} {args.method}": summary}))
     if args.within:

@@ -64,13 +64,14 @@ def _sample_key(problem: int, sample: int, samples: int) -> int:
 
 
 def run_eval(backend: Backend, problems: list[Problem], out: str | Path, settings: EvalSettings = EvalSettings(),
-             *, max_live: int = 64, progress: bool = True) -> list[dict]:
+             *, max_live: int = 64, progress: bool = True, model: str = "") -> list[dict]:
     """Run every (problem, sample) not yet in ``out`` (JSONL), appending each as it finishes; return
-    all records of the file, sorted by problem and sample."""
+    all records of the file, sorted by problem and sample. ``model`` names the model (e.g.
+    :func:`checkpoint_fingerprint`): a file started with another model is not resumed."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta_path = out.with_suffix(".settings.json")
-    meta = {"settings": settings.to_dict(), "problems": [p.to_dict() for p in problems]}
+    meta = {"settings": settings.to_dict(), "model": model, "problems": [p.to_dict() for p in problems]}
     if meta_path.exists() and out.exists():
         if json.loads(meta_path.read_text()) != json.loads(json.dumps(meta)):
             raise ResumeMismatch(f"{out} was started with other settings or problems ({meta_path}); "
@@ -89,6 +90,15 @@ def run_eval(backend: Backend, problems: list[Problem], out: str | Path, setting
             sink.flush()
             bar.update()
     return sorted(read_jsonl(out), key=lambda r: (r["id"], r["sample"]))
+
+
+def checkpoint_fingerprint(checkpoint: str | Path) -> str:
+    """The checkpoint folder's name and a hash of its weights: retrained weights at the same path differ."""
+    import hashlib
+
+    weights = Path(checkpoint) / "model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.exists() else "no local weights"
+    return f"{Path(checkpoint).name} {digest}"
 
 
 def solution_key(result: str | None) -> str | None:

@@ -8,7 +8,8 @@ import pytest
 from apr_mini.countdown import problem_chunk
 from apr_mini.demonstrations import apr_tree
 from apr_mini.engine import Limits, ScriptedBackend, scripted_from_trees
-from apr_mini.inference import EvalSettings, run_eval, smaller_contexts, solution_key, summarize, summary_table
+from apr_mini.inference import (EvalSettings, ResumeMismatch, checkpoint_fingerprint, run_eval, smaller_contexts,
+                                solution_key, summarize, summary_table)
 from test_engine import TASK, bare
 
 
@@ -64,6 +65,18 @@ def test_sosp_method_forbids_spawning_and_samples_need_a_temperature(demos, tmp_
     assert all(r["metrics"]["n_threads"] == 1 for r in records)
     with pytest.raises(ValueError, match="temperature"):
         EvalSettings(samples=4)
+
+
+def test_a_run_is_not_resumed_with_another_model(demos, tmp_path):
+    from test_backends import CHECKPOINT
+
+    problems, trees = demos
+    backend = ScriptedBackend(scripted_from_trees(trees))
+    run_eval(backend, problems[:2], tmp_path / "r.jsonl", progress=False, model="model A")
+    with pytest.raises(ResumeMismatch):
+        run_eval(backend, problems[:2], tmp_path / "r.jsonl", progress=False, model="model B")
+    assert checkpoint_fingerprint(CHECKPOINT).startswith(CHECKPOINT.name + " ")
+    assert checkpoint_fingerprint(CHECKPOINT) != checkpoint_fingerprint(tmp_path)
 
 
 def record(pid, sample, result, verified, tokens=10):
