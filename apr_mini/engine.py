@@ -36,6 +36,10 @@ from typing import Callable, Hashable, Iterable, Iterator, Protocol
 from . import trace_language as tl
 from .countdown import Problem
 
+# Failures of a thread that runs out of room; inference.smaller_contexts looks for CONTEXT_FULL
+CONTEXT_FULL = "context window full"
+THREAD_LIMIT = "thread token limit reached"
+
 
 @dataclass(frozen=True)
 class Request:
@@ -183,7 +187,7 @@ class Orchestrator:
         if self.limits.max_thread_tokens is not None:
             room = min(room, self.limits.max_thread_tokens - thread.generated)
         if room <= 0:
-            return self._fail(thread, "context window full" if context_room <= 0 else "thread token limit reached")
+            return self._fail(thread, CONTEXT_FULL if context_room <= 0 else THREAD_LIMIT)
         thread.stats.append({"submitted": time.perf_counter()})
         running[thread.key] = thread
         queue.append(Request(thread.key, text, room, self.temperature,
@@ -201,7 +205,7 @@ class Orchestrator:
             thread.failure = f"backend error: {completion.error}"
         elif completion.reason == "length":
             full = completion.prompt_tokens + completion.new_tokens >= self.context
-            thread.failure = "context window full" if full else "thread token limit reached"
+            thread.failure = CONTEXT_FULL if full else THREAD_LIMIT
 
     def _after_call(self, thread: Thread, count: list[int], queue: list[Request], running: dict) -> Thread | None:
         """Spawn children if the call ended in a spawn; return the thread if it has ended."""

@@ -30,7 +30,7 @@ from . import trace_language as tl
 from .config import UserFacingError
 from .countdown import Problem
 from .data import read_jsonl
-from .engine import Backend, Limits, Orchestrator
+from .engine import CONTEXT_FULL, Backend, Limits, Orchestrator
 
 
 class ResumeMismatch(UserFacingError, ValueError):
@@ -158,7 +158,7 @@ def smaller_contexts(records: list[dict], windows) -> dict[int, dict]:
 
     def fits(record: dict, window: int) -> bool:  # + 1: BOS takes a place in the context too
         metrics = record["metrics"]
-        return metrics["longest_sequence"] + 1 <= window and "context window full" not in metrics["failures"]
+        return metrics["longest_sequence"] + 1 <= window and CONTEXT_FULL not in metrics["failures"]
 
     n = max(1, len(first))
     return {w: {"verified": sum(r["verified"] and fits(r, w) for r in first) / n,
