@@ -133,7 +133,8 @@ def cmd_infer(args) -> None:
     backend = open_backend(args.checkpoint, kind=args.backend, join=args.join, url=args.url, max_batch=args.max_batch,
                            context_window=args.context)
     problems = load_problems(args.problems, args.n)
-    out = args.out or f"runs/infer/{Path(args.checkpoint).name}-{args.method}.jsonl"
+    samples = f"-s{args.samples}" if args.samples > 1 else ""  # a greedy run and an N-sample run don't share a file
+    out = args.out or f"runs/infer/{Path(args.checkpoint).name}-{args.method}{samples}.jsonl"
     records = run_eval(backend, problems, out, settings, max_live=args.max_live, progress=not args.no_progress,
                        model=checkpoint_fingerprint(args.checkpoint))
     summary = summarize(records)
@@ -204,7 +205,7 @@ def main(argv=None) -> None:
     infer.add_argument("--method", choices=["apr", "sosp"], required=True, help="sosp forbids spawning")
     infer.add_argument("--problems", required=True, help="a problems JSONL file (e.g. problems_val.jsonl)")
     infer.add_argument("--n", type=int, default=200, help="how many problems (from the top)")
-    infer.add_argument("--out", help="records JSONL (default: runs/infer/<checkpoint>-<method>.jsonl)")
+    infer.add_argument("--out", help="records JSONL (default: runs/infer/<checkpoint>-<method>[-s<N>].jsonl)")
     infer.add_argument("--samples", type=int, default=1, help="samples per problem (pass@N, majority vote)")
     infer.add_argument("--temperature", type=float, default=0.0)
     infer.add_argument("--seed", type=int, default=0)

@@ -122,3 +122,15 @@ def test_infer_command_writes_records_and_a_summary(tmp_path, capsys):
     assert summary["problems"] == 2 and set(summary["smaller_contexts"]) == {"256", "1024"}
     printed = capsys.readouterr().out
     assert "| tiny-apr apr |" in printed and "| 256 |" in printed
+
+
+def test_infer_default_output_keeps_greedy_and_sampled_runs_apart(tmp_path, monkeypatch):
+    from apr_mini.__main__ import main
+    from test_backends import CHECKPOINT
+
+    monkeypatch.chdir(tmp_path)
+    common = ["infer", "--checkpoint", str(CHECKPOINT), "--method", "apr", "--problems",
+              str(CHECKPOINT / "problems_val.jsonl"), "--n", "1", "--max-thread-tokens", "100", "--no-progress"]
+    main(common)
+    main(common + ["--samples", "2", "--temperature", "1.0"])  # would be refused as a resume of the greedy file
+    assert {p.name for p in (tmp_path / "runs" / "infer").glob("*.jsonl")} == {"tiny-apr-apr.jsonl", "tiny-apr-apr-s2.jsonl"}
