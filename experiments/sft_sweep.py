@@ -38,6 +38,7 @@ DATASETS = {  # name -> profile whose data a point trains on
     "cpu": CPU,
     "cpu-500": CPU.replace(data=replace(CPU.data, n_train=500)),
     "cpu-4-numbers": CPU.replace(task=replace(CPU.task, n_numbers=4)),
+    "cpu-range-24": CPU.replace(task=replace(CPU.task, max_number=24, max_target=72)),
 }
 MODEL_PRESETS.update({  # the points keep the 1,024-token context they were run with (the cpu preset now has 768)
     "sweep-4x128": replace(MODEL_PRESETS["cpu"], context=1024),
@@ -48,6 +49,7 @@ POINTS = {  # name -> (what changes, SFTRun fields, dataset)
     "base": ("nothing (the cpu configuration, 1,024-token context)", {}, "cpu"),
     "integer-tokens": ("one token per integer instead of per digit", {"numbers": "integers"}, "cpu"),
     "4-numbers": ("4 numbers instead of 3 (task size)", {}, "cpu-4-numbers"),
+    "range-24": ("numbers in 1..24, targets 10..72 instead of 1..12, 10..36 (task size)", {}, "cpu-range-24"),
     "wide-4x192": ("width 192 instead of 128", {"model": "sweep-4x192"}, "cpu"),
     "deep-8x128": ("8 layers instead of 4", {"model": "sweep-8x128"}, "cpu"),
     "lr-1e-3": ("learning rate 1e-3 instead of 3e-3", {"lr": 1e-3}, "cpu"),
