@@ -60,6 +60,7 @@ POINTS = {  # name -> (what changes, SFTRun fields, dataset)
 # the first points stopped near 7.5M tokens (their step count assumed full packed blocks), later ones at 8M,
 # so the table also compares every point at the curve point nearest 7.5M
 COMPARE_AT = 7_500_000
+COMPARE_KEY = f"verified_at_{COMPARE_AT / 1e6:g}M"
 
 
 def dataset_dir(name: str, workers: int) -> Path:
@@ -89,24 +90,25 @@ def report() -> dict:
         # one point per step (a run stopped and resumed at its last step may have evaluated it twice)
         curve = list({p["step"]: p for p in map(json.loads, curve_path.read_text().splitlines())}.values())
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-        near = min(curve, key=lambda p: abs(p["tokens"] - COMPARE_AT))
-        verified_near = near["verified"] if abs(near["tokens"] - COMPARE_AT) <= 0.05 * COMPARE_AT else None
+        nearest = min(curve, key=lambda p: abs(p["tokens"] - COMPARE_AT))
+        verified_near = nearest["verified"] if abs(nearest["tokens"] - COMPARE_AT) <= 0.05 * COMPARE_AT else None
         points.append({"point": name, "change": change, "dataset": dataset, "finished": bool(metrics),
                        "parameters": metrics.get("parameters"), "tokens": curve[-1]["tokens"],
                        "final_loss": metrics.get("final_loss"), "verified": curve[-1]["verified"],
-                       "verified_at_7.5M": verified_near, "best_verified": max(p["verified"] for p in curve),
+                       COMPARE_KEY: verified_near, "best_verified": max(p["verified"] for p in curve),
                        "task": DATASETS[dataset].task.__dict__,
                        "curve": [{"tokens": p["tokens"], "verified": p["verified"], "loss": p["loss"]} for p in curve]})
     results = {"command": "python experiments/sft_sweep.py --points all --budget 8000000 --threads 2",
                "points": points}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    print("| point | change | parameters | tokens | final loss | verified (last) | verified at 7.5M | best | finished |")
+    print(f"| point | change | parameters | tokens | final loss | verified (last) | verified at {COMPARE_AT / 1e6:g}M "
+          "| best | finished |")
     print("|---|---|---|---|---|---|---|---|---|")
     for p in points:
         parameters = f"{p['parameters']:,}" if p["parameters"] else ""
         loss = f"{p['final_loss']:.3f}" if p["final_loss"] is not None else ""
-        near = f"{p['verified_at_7.5M']:.0%}" if p["verified_at_7.5M"] is not None else "no curve point"
+        near = f"{p[COMPARE_KEY]:.0%}" if p[COMPARE_KEY] is not None else "no curve point"
         print(f"| {p['point']} | {p['change']} | {parameters} | {p['tokens']:,} | {loss} | "
               f"{p['verified']:.0%} | {near} | {p['best_verified']:.0%} | {'yes' if p['finished'] else 'no'} |")
     print(f"wrote {RESULTS}")
