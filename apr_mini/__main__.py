@@ -1,4 +1,4 @@
-"""Command line: ``python -m apr_mini {data,lengths,demo,sft,evaluate,infer,solve} --help`` (also installed as ``apr-mini``).
+"""Command line: ``python -m apr_mini {data,lengths,demo,sft,evaluate,infer,grpo,solve} --help`` (also installed as ``apr-mini``).
 
 - ``data``: write a profile's problems, demonstrations and SFT rows (JSONL) with a manifest;
 - ``lengths``: the share of SoS+ and APR training rows that overflow each context window;
@@ -6,6 +6,7 @@
 - ``sft``: train a SoS+ or APR model with TRL (checkpoints, resumes, logs a learning curve);
 - ``evaluate``: verified success of a checkpoint on held-out problems, without the parallel engine;
 - ``infer``: run held-out problems through the spawn/join engine (APR, SoS+, N samples), resumable;
+- ``grpo``: reinforcement learning (GRPO over spawn trees) from an SFT checkpoint, resumable;
 - ``solve``: solve one Countdown problem exactly, e.g. ``python -m apr_mini solve 24 32 84 26 59``.
 """
 
@@ -148,6 +149,47 @@ def cmd_infer(args) -> None:
     Path(out).with_suffix(".summary.json").write_text(json.dumps(summary, indent=1))
 
 
+def cmd_grpo(args) -> None:
+    import torch
+
+    from . import grpo
+    from .config import get_grpo_config
+    from .data import load_problems
+
+    profile = get_profile(args.profile)
+    changes = {name: getattr(args, name) for name in
+               ("learning_rate", "max_steps", "problems_per_step", "num_generations", "beta", "epsilon",
+                "epsilon_high", "loss_type", "scale_rewards", "sequence_weighting", "num_iterations", "reward",
+                "eval_steps", "eval_problems", "seed", "temperature", "min_well_formed")}
+    try:
+        config = get_grpo_config(profile.name, **changes)
+    except ValueError as err:
+        raise UserFacingError(str(err)) from None
+    checkpoint = Path(args.checkpoint)
+    if not (checkpoint / "config.json").exists():
+        raise UserFacingError(f"{checkpoint} is not a model folder (no config.json): pass an SFT checkpoint "
+                              "such as data/cpu-apr")
+    for path in (args.problems, checkpoint / "problems_val.jsonl"):
+        if not Path(path).exists():
+            raise UserFacingError(f"{path} not found")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train_problems = load_problems(args.problems, args.n_train)
+    val = load_problems(checkpoint / "problems_val.jsonl")
+    out = args.out or f"runs/{profile.name}/grpo-{args.kind}"
+    command = "python -m apr_mini " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    metrics = grpo.train(checkpoint, args.kind, train_problems, out, config, eval_problems=val, command=command,
+                         progress=not args.no_progress)
+    print(f"trained {metrics['steps']} steps ({metrics['trees']:,} trees) in {metrics['wall_seconds']:.0f} s: {out}/final")
+    if args.ship:
+        shipped = grpo.ship(out, args.ship, val[:args.ship_val], command=command, progress=not args.no_progress)
+        v = shipped["validation"]
+        d = v["accuracy_difference"]
+        print(f"shipped to {args.ship}: accuracy {d['before']:.1%} -> {d['after']:.1%} on {d['n']} problems, "
+              f"paired difference {d['difference']:+.1%} (SE {d['se']:.1%}); children "
+              f"{v['before']['children']} -> {v['after']['children']}")
+
+
 def cmd_solve(args) -> None:
     from .countdown import all_solutions
 
@@ -224,6 +266,28 @@ def main(argv=None) -> None:
     infer.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     infer.add_argument("--no-progress", action="store_true")
     infer.set_defaults(fn=cmd_infer)
+    rl = sub.add_parser("grpo", help="GRPO over spawn trees from an SFT checkpoint (resumes from checkpoints)")
+    rl.add_argument("--profile", choices=sorted(PROFILES), help="GRPO preset (default: $APR_PROFILE or cpu)")
+    rl.add_argument("--checkpoint", required=True, help="the SFT model folder, e.g. data/cpu-apr")
+    rl.add_argument("--kind", choices=["apr", "sosp"], required=True, help="sosp forbids spawning")
+    rl.add_argument("--problems", default="data/countdown-cpu/problems_train.jsonl", help="training problems")
+    rl.add_argument("--n-train", type=int, help="use the first N training problems (default: all)")
+    rl.add_argument("--out", help="run folder (default: runs/<profile>/grpo-<kind>)")
+    for flag, kind in (("--learning-rate", float), ("--max-steps", int), ("--problems-per-step", int),
+                       ("--num-generations", int), ("--beta", float), ("--epsilon", float), ("--epsilon-high", float),
+                       ("--num-iterations", int), ("--eval-steps", int), ("--eval-problems", int), ("--seed", int),
+                       ("--temperature", float), ("--min-well-formed", float)):
+        rl.add_argument(flag, type=kind, help="default: the profile's GRPO preset (apr_mini.config.GRPO_PRESETS)")
+    rl.add_argument("--loss-type", choices=["grpo", "dr_grpo", "dapo"])
+    rl.add_argument("--scale-rewards", choices=["group", "batch", "none"])
+    rl.add_argument("--sequence-weighting", choices=["tree", "sequence"])
+    rl.add_argument("--reward", choices=["binary", "efficiency", "thread_penalty"])
+    rl.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    rl.add_argument("--ship", help="after training, copy the model here (e.g. data/cpu-apr-grpo) and evaluate "
+                                   "it and its SFT model on the checkpoint's validation problems")
+    rl.add_argument("--ship-val", type=int, default=200, help="validation problems to evaluate when shipping")
+    rl.add_argument("--no-progress", action="store_true")
+    rl.set_defaults(fn=cmd_grpo)
     solve = sub.add_parser("solve", help="solve one problem exactly")
     solve.add_argument("target", type=int)
     solve.add_argument("numbers", type=int, nargs="+")

@@ -120,6 +120,74 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+@dataclass(frozen=True)
+class GRPOConfig:
+    """GRPO over spawn trees (:mod:`apr_mini.grpo`). Names follow TRL's ``GRPOConfig`` where TRL has
+    the knob; ``problems_per_step``, ``sequence_weighting``, ``reward`` and the rest are apr-mini's.
+    The defaults are APR's own RL settings (paper appendix A.2): 64 problems x 5 trees a step,
+    lr 1e-5, clip 0.2, beta 0.001, 150 steps."""
+
+    learning_rate: float = 1e-5
+    max_steps: int = 150
+    problems_per_step: int = 64        # TRL: generation_batch_size / num_generations
+    num_generations: int = 5           # trees per problem (the group)
+    temperature: float = 1.0
+    beta: float = 0.001                # KL to the frozen SFT model (k3 estimator); 0 skips the reference model
+    use_bias_correction_kl: bool = False  # TRL 1.16's default is True (k3 times the ratio); APR's is plain k3
+    epsilon: float = 0.2
+    epsilon_high: float | None = None  # None: epsilon (symmetric clip)
+    loss_type: str = "grpo"            # "grpo", "dr_grpo" or "dapo" (TRL's meanings; see grpo.token_weights)
+    scale_rewards: str = "group"       # "group": divide by the group's std (APR); "batch"; "none" (ThreadWeaver)
+    sequence_weighting: str = "tree"   # "tree": each tree counts once, however many threads (APR); "sequence"
+    num_iterations: int = 1            # optimizer steps on each batch of rollouts (APR: 2)
+    max_completion_length: int | None = None  # dr_grpo's normaliser (None: the model's context)
+    mask_truncated_completions: bool = False  # don't train calls cut by the context or a limit
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    reward: str = "binary"             # a key of grpo.REWARDS
+    eval_steps: int = 10               # steps between greedy evaluations on held-out problems (0: never)
+    eval_problems: int = 100
+    save_steps: int = 1                # steps between checkpoints (1: a kill loses at most one step)
+    seed: int = 0
+    min_well_formed: float = 0.5       # stop (collapse) when fewer of a step's trees end cleanly
+    block_tokens: int = 4096           # tokens per packed training block
+    max_batch: int = 64                # rows the rollout engine decodes together
+
+    def __post_init__(self):
+        choices = {"loss_type": ("grpo", "dr_grpo", "dapo"), "scale_rewards": ("group", "batch", "none"),
+                   "sequence_weighting": ("tree", "sequence")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        for name in ("max_steps", "problems_per_step", "num_generations", "num_iterations", "save_steps",
+                     "block_tokens", "max_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.temperature <= 0:
+            raise ValueError("learning_rate and temperature must be > 0 (GRPO samples its rollouts)")
+        if not 0 <= self.min_well_formed <= 1:
+            raise ValueError(f"min_well_formed is a share in 0..1, got {self.min_well_formed}")
+
+
+GRPO_PRESETS: dict[str, GRPOConfig] = {
+    # seconds: 2 problems x 4 trees, 3 steps (tests, notebook 05's live run)
+    # (its model's trees often run out of room, so no collapse check)
+    "tiny": GRPOConfig(learning_rate=1e-4, max_steps=3, problems_per_step=2, num_generations=4, eval_steps=3,
+                       eval_problems=8, block_tokens=2048, min_well_formed=0.0),
+    # 128 trees a step, about 40 min on one CPU thread; a larger lr than APR's 1e-5 for a model 200x smaller, group of 8
+    # (an all-same group, no signal, is 5x rarer at 60% success than with 5)
+    "cpu": GRPOConfig(learning_rate=1e-4, max_steps=60, problems_per_step=16, num_generations=8, eval_steps=10,
+                      eval_problems=100),
+    "gpu": GRPOConfig(),
+}
+
+
+def get_grpo_config(name: str | None = None, **changes) -> GRPOConfig:
+    """The GRPO preset of profile ``name`` (default ``$APR_PROFILE`` or cpu), with ``changes``."""
+    base = GRPO_PRESETS[get_profile(name).name]
+    return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
+
+
 def get_profile(name: str | None = None) -> Profile:
     """Return the profile ``name``, or the one named by ``$APR_PROFILE`` (default ``cpu``)."""
     name = name or os.environ.get(PROFILE_ENV_VAR) or DEFAULT_PROFILE

@@ -147,6 +147,38 @@ def summarize(records: list[dict]) -> dict:
     return summary
 
 
+def evaluate_model(model, tokenizer, problems: list[Problem], *, method: str = "apr", max_batch: int = 64,
+                   limits: Limits = Limits()) -> tuple[list[dict], dict]:
+    """Greedy records (one sample per problem, in order) and their :func:`summarize` for a model in
+    memory, through the in-process engine; the model is left in the mode it was in."""
+    from .backends import TransformersBackend
+
+    was_training = model.training
+    settings = EvalSettings(method=method, limits=limits)
+    engine = Orchestrator(TransformersBackend(model, tokenizer, max_batch=max_batch), settings.engine_limits())
+    records = sorted(engine.run(enumerate(problems), max_live=max_batch), key=lambda r: r["id"])
+    model.train(was_training)
+    for record in records:
+        record["sample"] = 0
+    return records, summarize(records)
+
+
+def paired_difference(before: list[dict], after: list[dict]) -> dict:
+    """Accuracy after minus before on the same problems (first samples, matched by id), with the
+    standard error of the mean per-problem difference and its normal 95% interval."""
+    first = {r["id"]: float(r["verified"]) for r in before if r.get("sample", 0) == 0}
+    pairs = [(first[r["id"]], float(r["verified"])) for r in after if r.get("sample", 0) == 0 and r["id"] in first]
+    n = len(pairs)
+    if n < 2:
+        raise ValueError(f"a paired difference needs at least 2 shared problems, got {n}")
+    diffs = [b - a for a, b in pairs]
+    d = mean(diffs)
+    se = (sum((x - d) ** 2 for x in diffs) / (n - 1) / n) ** 0.5
+    return {"n": n, "before": round(mean(a for a, _ in pairs), 4), "after": round(mean(b for _, b in pairs), 4),
+            "difference": round(d, 4), "se": round(se, 4), "ci95": [round(d - 1.96 * se, 4), round(d + 1.96 * se, 4)],
+            "gained": sum(b > a for a, b in pairs), "lost": sum(b < a for a, b in pairs)}
+
+
 def smaller_contexts(records: list[dict], windows) -> dict[int, dict]:
     """For each context window: ``verified``, the share of problems whose first sample verified with
     every sequence inside the window (what the same model scores with that smaller context), and

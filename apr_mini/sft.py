@@ -17,7 +17,8 @@ apr-mini's, seeded and applied identically to SoS+ and APR:
 Batches are padding-free: TRL packs rows into ``context``-token blocks (best-fit decreasing) with
 per-row position ids, so no compute is spent on padding and no token attends across rows. TRL
 flattens a micro-batch into one sequence, so a micro-batch holds one block and gradient accumulation
-makes up the batch. Attention inside a block runs row by row (:func:`use_packed_attention`): plain
+makes up the batch. Attention inside a block runs row by row
+(:func:`apr_mini.packing.use_packed_attention`, shared with GRPO): plain
 SDPA would apply a block-diagonal mask to the whole block and so compute every pair of its positions.
 """
 
@@ -34,6 +35,7 @@ from . import trace_language as tl
 from .countdown import Problem, is_solvable
 from .data import read_jsonl
 from .generation import generate
+from .packing import use_packed_attention
 
 
 @dataclass(frozen=True)
@@ -115,35 +117,6 @@ def overflow_report(data_dir: str | Path, contexts=(512, 640, 768, 1024), tokeni
         report[kind] = {"rows": len(rows), "max_tokens": max(lengths),
                         "over": overflow_shares(lengths, contexts)}
     return report
-
-
-def _packed_attention(module, query, key, value, attention_mask, *, position_ids=None, **kwargs):
-    """Training attention for a packed block: causal SDPA row by row (a row starts where the position
-    ids restart at 0) instead of one SDPA over the whole block under a block-diagonal mask, which
-    computes every pair of positions in the block (a block of six 170-token APR rows: 6x the
-    attention arithmetic). Everything else (generation, padded batches) is plain SDPA."""
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    packed = (module.training and query.shape[0] == 1 and position_ids is not None
-              and query.shape[2] == key.shape[2] == position_ids.shape[-1] and int(position_ids[0, 0]) == 0)
-    if not packed:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    starts = (position_ids[0] == 0).nonzero().flatten().tolist() + [query.shape[2]]
-    rows = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, is_causal=True,
-                                   **kwargs)[0] for a, b in zip(starts, starts[1:])]
-    return torch.cat(rows, dim=1), None
-
-
-def use_packed_attention(model) -> None:
-    """Give an SDPA model :func:`_packed_attention` for packed training (not saved with the model)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    if model.config._attn_implementation == "sdpa":
-        AttentionInterface.register("apr_mini_packed", _packed_attention)
-        AttentionMaskInterface.register("apr_mini_packed", sdpa_mask)
-        model.config._attn_implementation = "apr_mini_packed"
 
 
 def warmup_steps(run: SFTRun, max_steps: int) -> int:

@@ -433,7 +433,9 @@ def thread_segments(tree: dict) -> list[tuple[str, str]]:
             given = _prompt_of(text)
         else:
             children = subs[k - 1] if k - 1 < len(subs) else []
-            given = join_text(calls[k - 1], [extract_result(c["main_calls"][-1]) for c in children])
+            # a child the engine failed (context full, a limit) reads as "No Solution", as in the engine's join
+            given = join_text(calls[k - 1], [None if c.get("failure") else extract_result(c["main_calls"][-1])
+                                             for c in children])
             if not text.startswith(given):
                 raise TraceFormatError(f"main call {k} does not continue from the join of spawn {k - 1}")
         segments.append((given, text[len(given):]))

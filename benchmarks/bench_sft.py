@@ -5,7 +5,7 @@ Run:  python benchmarks/bench_sft.py [--data runs/cpu/data] [--model cpu] [--kin
 
 Both modes train the same model on the same rows (SoS+ or APR) with TRL's SFTTrainer for ``--steps`` steps
 (after a few warm-up steps) and count non-padding tokens. Packed: blocks of ``context`` tokens
-(best-fit decreasing, per-row position ids, attention row by row: `apr_mini.sft.use_packed_attention`). Padded: rows padded to the
+(best-fit decreasing, per-row position ids, attention row by row: `apr_mini.packing.use_packed_attention`). Padded: rows padded to the
 longest in the batch, as many rows per batch as give the same tokens per step on average. Each of
 ``--repeat`` rounds times both back to back; the round with the median speed-up is printed.
 Make the data first: ``python -m apr_mini data --profile cpu``.
@@ -21,7 +21,8 @@ import torch
 from transformers import TrainerCallback
 
 from apr_mini.models import MODEL_PRESETS, build_model
-from apr_mini.sft import SFTRun, load_rows, sft_config, tokenize_rows, use_packed_attention
+from apr_mini.packing import use_packed_attention
+from apr_mini.sft import SFTRun, load_rows, sft_config, tokenize_rows
 from apr_mini.tokenizer import build_tokenizer
 
 WARMUP = 5

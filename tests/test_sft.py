@@ -88,7 +88,7 @@ def test_packed_attention_matches_each_row_alone():
     import torch
 
     from apr_mini.models import build_model
-    from apr_mini.sft import use_packed_attention
+    from apr_mini.packing import use_packed_attention
 
     tokenizer = build_tokenizer()
     rows = [tl.root_prompt(24, [3, 8, 1]) + "\nExploring Operation: 3*8=24", tl.root_prompt(10, [5, 2, 7]), "Moving"]

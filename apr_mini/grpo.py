@@ -1,0 +1,515 @@
+"""GRPO over spawn trees: reinforcement learning of a parent and its children together, end to end.
+
+Paper section 4.4 (and appendix A.2): after SFT, the APR model is trained for task success with
+GRPO. A *tree* (one engine record: the root's calls, every child's calls, the joins) is one episode:
+
+1. **Rollouts.** For each of ``problems_per_step`` training problems, ``num_generations`` trees are
+   sampled at ``temperature`` through the spawn/join engine (the in-process continuous-batching
+   backend, nested children included, a seed per thread and call derived from the step).
+2. **Rewards** are plain functions of a record (:data:`REWARDS`): binary verified success by default.
+3. **Advantages** are group-relative: a tree's reward minus its group's mean, divided by the group's
+   std (``scale_rewards="group"``, APR) or not (``"none"``, ThreadWeaver). A group whose trees all
+   got the same reward carries no signal and is skipped (and counted).
+4. **Rows.** Every call of every thread is one training row: its prompt (the root or child prompt,
+   or the joined text) is masked, its completion is trained, including the token that ended it (EOS,
+   or the spawn's closing marker, which is part of the text). Every row of a tree trains with the
+   tree's advantage.
+5. **Loss** per completion token: TRL's clipped ratio ``-min(r A, clip(r, 1-epsilon, 1+epsilon_high) A)``
+   plus ``beta`` times the k3 KL estimate to the frozen SFT model, aggregated with the weights of
+   :func:`token_weights` (APR's: each tree counts once however many threads it has). Rows are
+   packed padding-free into blocks (:mod:`apr_mini.packing`, the same packed attention as SFT).
+
+Deviation from TRL: ``GRPOTrainer`` trains one (prompt, completion) row per episode, and a tree is
+several rows whose prompts depend on each other (a join rewrites the parent's context), so this is
+apr-mini's own small loop, with TRL's config names (:class:`apr_mini.config.GRPOConfig`). For a SoS+
+model (one row per tree) it computes TRL's loss exactly (``tests/test_grpo_trl.py``). Two smaller
+deviations: the completion is re-tokenized from its text (the sampled ids are not kept; the trace
+tokenizer splits text the way the model writes it, so this rarely differs), and a step's
+``old_per_token_logps`` are computed by the training forward pass itself when ``num_iterations=1``
+(as TRL does), so the ratio is 1 on the first pass.
+
+Run it: ``python -m apr_mini grpo --checkpoint data/cpu-apr --kind apr --ship data/cpu-apr-grpo``.
+A run checkpoints every ``save_steps`` steps (model, optimizer, step, wall time) and resumes after a
+kill with the same random streams; every step appends a line to ``curve.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import mean
+
+import torch
+
+from . import trace_language as tl
+from .config import GRPOConfig, UserFacingError
+from .countdown import Problem
+from .engine import Limits, Orchestrator
+from .packing import pack_rows, use_packed_attention
+
+
+# -- rewards: plain functions of an engine record ------------------------------------------------
+
+def binary_reward(record: dict) -> float:
+    """1 when the strict verifier accepts the tree's result, else 0 (APR's reward)."""
+    return float(record["verified"])
+
+
+def efficiency_reward(record: dict, weight: float = 0.5, cap: float = 0.2) -> float:
+    """ThreadWeaver's correctness-gated efficiency term: a correct tree earns
+    ``weight * min(1 - critical_path / total_tokens, cap)`` on top of 1; spawning useless threads
+    can't earn it when the answer is wrong."""
+    if not record["verified"]:
+        return 0.0
+    metrics = record["metrics"]
+    acceleration = 1 - metrics["critical_path"] / max(1, metrics["total_tokens"])
+    return 1.0 + weight * min(acceleration, cap)
+
+
+def thread_penalty_reward(record: dict, per_thread: float = 0.01) -> float:
+    """Binary success minus ``per_thread`` for every child thread (the penalty APR defined, unused)."""
+    return float(record["verified"]) - per_thread * (record["metrics"]["n_threads"] - 1)
+
+
+REWARDS = {"binary": binary_reward, "efficiency": efficiency_reward, "thread_penalty": thread_penalty_reward}
+
+
+def well_formed(record: dict) -> bool:
+    """Every thread of the tree ended by itself (EOS or a parsed spawn), with no limit or format failure."""
+    return not record["metrics"]["failures"]
+
+
+# -- advantages ------------------------------------------------------------------------------
+
+def group_advantages(rewards: list[float], num_generations: int, scale_rewards: str = "group") -> tuple[list[float], list[bool]]:
+    """Each tree's advantage (reward minus its group's mean, divided by the std when
+    ``scale_rewards`` is "group" or "batch"; TRL's formula: Bessel-corrected std + 1e-4), and for each
+    group whether it carries signal (its rewards are not all equal). Groups are consecutive runs of
+    ``num_generations`` rewards."""
+    if len(rewards) % num_generations:
+        raise ValueError(f"{len(rewards)} rewards do not split into groups of {num_generations}")
+    r = torch.tensor(rewards, dtype=torch.float64).view(-1, num_generations)
+    centred = r - r.mean(dim=1, keepdim=True)
+    signal = (r.max(dim=1).values - r.min(dim=1).values > 1e-12).tolist()
+    if scale_rewards == "group":
+        centred = centred / (r.std(dim=1, keepdim=True).nan_to_num(0.0) + 1e-4)
+    elif scale_rewards == "batch":
+        centred = centred / (r.flatten().std().nan_to_num(0.0) + 1e-4)
+    elif scale_rewards != "none":
+        raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', not {scale_rewards!r}")
+    return centred.flatten().tolist(), signal
+
+
+# -- training rows -----------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    """One call of one thread of one tree: ``ids`` = prompt (BOS included) + completion ids."""
+
+    tree: int
+    thread: str
+    ids: list[int]
+    n_prompt: int
+    advantage: float = 0.0
+    truncated: bool = False       # cut by the context or a limit (no EOS, no spawn marker)
+
+    @property
+    def n_completion(self) -> int:
+        return len(self.ids) - self.n_prompt
+
+
+@dataclass(frozen=True)
+class Call:
+    thread: str
+    given: str          # the prompt or join text the engine gave the model
+    generated: str      # what the model wrote
+    eos: bool           # ended with EOS (a spawn ends with its marker, in the text)
+    truncated: bool     # cut by the context or a limit
+
+
+def tree_calls(tree: dict) -> list[Call]:
+    """Every call of every thread of an engine tree; calls that generated nothing (refused before
+    decoding: no room left) are left out."""
+    calls = []
+    for thread in tl.iter_threads(tree):
+        stats = thread.get("calls", [])
+        for k, (given, generated) in enumerate(tl.thread_segments(thread)):
+            if generated and k < len(stats):
+                stopped = stats[k].get("reason") == "stop"
+                calls.append(Call(thread.get("thread", "root"), given, generated,
+                                  stopped and not tl.is_spawn(generated), not stopped))
+    return calls
+
+
+def tree_rows(tree: dict, tokenizer, index: int = 0) -> list[Row]:
+    """The training rows of one tree (see :class:`Row`): the prompt as the engine gave it to the model,
+    the completion as the model wrote it, plus EOS where the call ended with EOS."""
+    rows = []
+    for call in tree_calls(tree):
+        prompt = tokenizer(call.given)["input_ids"]
+        completion = tokenizer(call.generated, add_special_tokens=False)["input_ids"]
+        completion += [tokenizer.eos_token_id] if call.eos else []
+        rows.append(Row(index, call.thread, prompt + completion, len(prompt), truncated=call.truncated))
+    return rows
+
+
+def batch_rows(records: list[dict], signal: list[bool], tokenizer) -> list[Row]:
+    """The rows of every tree whose group carries signal, each with its tree's ``advantage``
+    (records in groups of ``len(records) // len(signal)``)."""
+    size = len(records) // len(signal)
+    rows = []
+    for index, record in enumerate(records):
+        if signal[index // size]:
+            for row in tree_rows(record["tree"], tokenizer, index):
+                row.advantage = record["advantage"]
+                rows.append(row)
+    return rows
+
+
+def token_weights(rows: list[Row], loss_type: str = "grpo", sequence_weighting: str = "tree",
+                  max_completion_length: int = 1024) -> list[float]:
+    """The weight of each row's completion tokens in the loss (the loss is the weighted sum of the
+    per-token losses):
+
+    - ``grpo``: each row's token mean, rows weighted by ``sequence_weighting``: "tree" gives each
+      tree the same total weight, shared by its rows (APR: token mean per sequence, divided by the
+      sequences in its tree, summed, divided by the trees); "sequence" weighs every row alike;
+    - ``dr_grpo``: like ``grpo`` but each row's token sum divided by ``max_completion_length``;
+    - ``dapo``: one token mean over every completion token of the batch (ThreadWeaver's).
+
+    With one row per tree (SoS+), "grpo" and "dr_grpo" are TRL's."""
+    if loss_type == "dapo":
+        total = sum(r.n_completion for r in rows)
+        return [1.0 / max(1, total)] * len(rows)
+    per_tree: dict[int, int] = {}
+    for r in rows:
+        per_tree[r.tree] = per_tree.get(r.tree, 0) + 1
+    weights = []
+    for r in rows:
+        row_weight = 1 / (per_tree[r.tree] * len(per_tree)) if sequence_weighting == "tree" else 1 / len(rows)
+        tokens = r.n_completion if loss_type == "grpo" else max_completion_length
+        weights.append(row_weight / max(1, tokens))
+    return weights
+
+
+# -- the loss ----------------------------------------------------------------------------------
+
+def per_token_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, *, epsilon: float = 0.2,
+                   epsilon_high: float | None = None, beta: float = 0.0, ref_logps: torch.Tensor | None = None,
+                   use_bias_correction_kl: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """TRL's clipped surrogate per token, plus ``beta`` times the k3 KL estimate
+    ``exp(ref - logp) - (ref - logp) - 1`` when ``beta > 0`` (times the ratio with
+    ``use_bias_correction_kl``, TRL 1.16's default; APR's plain k3 without). Returns (loss, kl) per token."""
+    ratio = torch.exp(logps - old_logps)
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + (epsilon if epsilon_high is None else epsilon_high))
+    loss = -torch.min(ratio * advantages, clipped * advantages)
+    kl = torch.zeros_like(logps)
+    if beta:
+        delta = ref_logps - logps
+        kl = torch.exp(delta) - delta - 1
+        loss = loss + beta * (kl * ratio if use_bias_correction_kl else kl)
+    return loss, kl
+
+
+def block_logps(model, rows: list[Row]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """One packed forward pass over ``rows``: each row's completion tokens' log-probabilities (with
+    grad if enabled) and entropies (detached)."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([t for r in rows for t in r.ids], device=device)
+    positions = torch.cat([torch.arange(len(r.ids), device=device) for r in rows])
+    logits = model(input_ids=ids[None], position_ids=positions[None], use_cache=False).logits[0].float()
+    logp_all = logits[:-1].log_softmax(-1)  # position j predicts token j + 1
+    next_logps = logp_all.gather(-1, ids[1:, None]).squeeze(-1)
+    logps, entropies, start = [], [], 0
+    for r in rows:
+        a, b = start + r.n_prompt - 1, start + len(r.ids) - 1
+        logps.append(next_logps[a:b])
+        with torch.no_grad():
+            p = logp_all[a:b].exp()
+            entropies.append(-(p * logp_all[a:b]).sum(-1))
+        start += len(r.ids)
+    return logps, entropies
+
+
+def reference_logps(model, rows: list[Row], blocks: list[list[int]], config: GRPOConfig, ref_model=None) -> dict:
+    """Per row: the old log-probs (``num_iterations > 1``) and the reference model's (``beta > 0``),
+    taken once, without grad, before a step's optimizer steps; ``None`` where not needed."""
+    fixed = {}
+    if config.num_iterations > 1 or config.beta:
+        with torch.no_grad():
+            for block in blocks:
+                chosen = [rows[i] for i in block]
+                old = block_logps(model, chosen)[0] if config.num_iterations > 1 else [None] * len(block)
+                ref = block_logps(ref_model.train(), chosen)[0] if config.beta else [None] * len(block)
+                fixed.update({i: pair for i, pair in zip(block, zip(old, ref))})
+    return fixed
+
+
+def backward_loss(model, rows: list[Row], weights: list[float], blocks: list[list[int]], fixed: dict,
+                  config: GRPOConfig) -> dict:
+    """One pass over the packed blocks: the weighted loss of every completion token, backpropagated
+    block by block (gradients add up). Returns the loss and the KL, entropy and clipped share per token."""
+    device = next(model.parameters()).device
+    high = 1 + (config.epsilon if config.epsilon_high is None else config.epsilon_high)
+    total = kl_sum = entropy_sum = clipped = tokens = 0.0
+    for block in blocks:
+        logps, entropies = block_logps(model, [rows[i] for i in block])
+        block_loss = torch.zeros((), device=device)
+        for i, lp, entropy in zip(block, logps, entropies):
+            if config.mask_truncated_completions and rows[i].truncated:
+                continue
+            old, ref = fixed.get(i, (None, None))
+            old = lp.detach() if old is None else old
+            loss, kl = per_token_loss(lp, old, torch.full_like(lp, rows[i].advantage), epsilon=config.epsilon,
+                                      epsilon_high=config.epsilon_high, beta=config.beta, ref_logps=ref,
+                                      use_bias_correction_kl=config.use_bias_correction_kl)
+            block_loss = block_loss + weights[i] * loss.sum()
+            with torch.no_grad():
+                ratio = torch.exp(lp - old)
+                clipped += float(((ratio < 1 - config.epsilon) | (ratio > high)).sum())
+                kl_sum += float(kl.sum())
+                entropy_sum += float(entropy.sum())
+                tokens += lp.numel()
+        if block_loss.requires_grad:
+            block_loss.backward()
+        total += block_loss.item()
+    n = max(1.0, tokens)
+    return {"loss": total, "kl": kl_sum / n, "entropy": entropy_sum / n, "clipped": clipped / n}
+
+
+def optimize(model, optimizer, rows: list[Row], config: GRPOConfig, *, ref_model=None,
+             max_completion_length: int = 1024) -> dict:
+    """``config.num_iterations`` optimizer steps on a batch of rows (advantages already set).
+    Returns the last pass's loss, KL, entropy, clipped share and grad norm. The model trains in
+    packed blocks of at most ``config.block_tokens`` tokens (a longer row gets its own block)."""
+    if not rows:
+        return {"loss": None, "kl": None, "entropy": None, "clipped": None, "grad_norm": None}
+    model.train()  # the packed attention applies in training mode; the small Llamas have no dropout
+    weights = token_weights(rows, config.loss_type, config.sequence_weighting, max_completion_length)
+    blocks = pack_rows([len(r.ids) for r in rows], config.block_tokens)
+    fixed = reference_logps(model, rows, blocks, config, ref_model)
+    for _ in range(config.num_iterations):
+        optimizer.zero_grad(set_to_none=True)
+        stats = backward_loss(model, rows, weights, blocks, fixed, config)
+        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm))
+        optimizer.step()
+    return stats
+
+
+# -- rollouts ----------------------------------------------------------------------------------
+
+def rollout_seed(seed: int, step: int) -> int:
+    return seed * 1_000_003 + step
+
+
+def rollout(model, tokenizer, problems: list[Problem], *, num_generations: int, kind: str, temperature: float = 1.0,
+            seed: int = 0, max_batch: int = 64) -> list[dict]:
+    """``num_generations`` sampled trees per problem through the spawn/join engine (SoS+: spawning
+    forbidden), in order: the trees of problem 0, then of problem 1, ..."""
+    from .backends import TransformersBackend
+
+    limits = Limits() if kind == "apr" else Limits(max_depth=0)
+    engine = Orchestrator(TransformersBackend(model, tokenizer, max_batch=max_batch), limits,
+                          temperature=temperature, seed=seed)
+    jobs = [(i * num_generations + g, p) for i, p in enumerate(problems) for g in range(num_generations)]
+    records = sorted(engine.run(jobs, max_live=max(1, max_batch)), key=lambda r: r["id"])
+    return records
+
+
+def step_problems(train_problems: list[Problem], config: GRPOConfig, step: int) -> list[Problem]:
+    """The step's problems, drawn from a stream seeded by (seed, step): a resumed run draws the same."""
+    rng = random.Random(f"grpo:{config.seed}:{step}")
+    return rng.sample(train_problems, min(config.problems_per_step, len(train_problems)))
+
+
+def grpo_step(model, tokenizer, optimizer, problems: list[Problem], config: GRPOConfig, *, kind: str, step: int,
+              ref_model=None) -> tuple[dict, list[dict]]:
+    """One GRPO step: rollouts, rewards, advantages, rows, optimizer step(s). Returns the step's
+    curve point and the rollout records (each with its ``reward`` and ``advantage``)."""
+    start = time.perf_counter()
+    records = rollout(model, tokenizer, problems, num_generations=config.num_generations, kind=kind,
+                      temperature=config.temperature, seed=rollout_seed(config.seed, step), max_batch=config.max_batch)
+    rollout_s = time.perf_counter() - start
+    rewards = [REWARDS[config.reward](r) for r in records]
+    advantages, signal = group_advantages(rewards, config.num_generations, config.scale_rewards)
+    for record, reward, advantage in zip(records, rewards, advantages):
+        record["reward"], record["advantage"] = reward, advantage
+    rows = batch_rows(records, signal, tokenizer)
+    start = time.perf_counter()
+    context = int(model.config.max_position_embeddings)
+    stats = optimize(model, optimizer, rows, config, ref_model=ref_model,
+                     max_completion_length=config.max_completion_length or context)
+    metrics = [r["metrics"] for r in records]
+    point = {
+        "step": step, "reward": mean(rewards), "accuracy": mean(float(r["verified"]) for r in records),
+        "children": mean(m["n_threads"] - 1 for m in metrics), "total_tokens": mean(m["total_tokens"] for m in metrics),
+        "longest_sequence": mean(m["longest_sequence"] for m in metrics),
+        "critical_path": mean(m["critical_path"] for m in metrics),
+        "well_formed": mean(float(well_formed(r)) for r in records),
+        "skipped_groups": signal.count(False), "groups": len(signal), "rows": len(rows),
+        "trained_tokens": sum(r.n_completion for r in rows), **stats,
+        "rollout_s": round(rollout_s, 2), "train_s": round(time.perf_counter() - start, 2),
+    }
+    return point, records
+
+
+# -- a run: checkpoints, resume, curve, evaluation, collapse ---------------------------------------
+
+def _save(model, tokenizer, optimizer, state: dict, out: Path) -> None:
+    """Write the checkpoint next to the old one, then swap, so a kill never leaves a torn one."""
+    tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(state))
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _latest(out: Path) -> Path | None:
+    for name in ("checkpoint", "checkpoint.old"):  # .old: killed between the two renames of _save
+        if (out / name / "state.json").exists():
+            return out / name
+    return None
+
+
+def _truncate_curve(path: Path, step: int) -> None:
+    """Drop curve points after ``step`` (logged by a step whose checkpoint a kill lost)."""
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
+def evaluate_greedy(model, tokenizer, problems: list[Problem], *, kind: str, max_batch: int = 64) -> dict:
+    """Greedy accuracy and tree costs through the engine (:func:`apr_mini.inference.evaluate_model`)."""
+    from .inference import evaluate_model
+
+    return evaluate_model(model, tokenizer, problems, method=kind, max_batch=max_batch)[1]
+
+
+def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_dir: str | Path,
+          config: GRPOConfig, *, eval_problems: list[Problem] | None = None, command: str = "",
+          progress: bool = True) -> dict:
+    """GRPO from the SFT model at ``checkpoint`` (or resume ``out_dir``'s run); write
+    ``out_dir/final`` and ``metrics.json``. Every step appends its point to ``out_dir/curve.jsonl``
+    (with a greedy ``eval`` on ``eval_problems`` every ``eval_steps`` steps). Stops with a
+    :class:`~apr_mini.config.UserFacingError` when the policy collapses (fewer than
+    ``min_well_formed`` of a step's trees end cleanly)."""
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM
+
+    from .inference import checkpoint_fingerprint
+    from .tokenizer import load_tokenizer
+
+    if kind not in ("apr", "sosp"):
+        raise ValueError(f"kind must be 'apr' or 'sosp', not {kind!r}")
+    if not train_problems:
+        raise UserFacingError("no training problems")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path, curve_path = out / "metrics.json", out / "curve.jsonl"
+    if metrics_path.exists():
+        finished = json.loads(metrics_path.read_text())
+        if finished["config"]["max_steps"] >= config.max_steps:
+            print(f"{out} has already trained {finished['steps']} steps; remove it to train again")
+            return finished
+    resume = _latest(out)
+    source = resume or Path(checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(str(source))
+    tokenizer = load_tokenizer(source)
+    use_packed_attention(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    state = {"step": 0, "seconds": 0.0, "trees": 0, "source": checkpoint_fingerprint(checkpoint),
+             "config": asdict(config)}
+    if resume is not None:
+        saved = json.loads((resume / "state.json").read_text())
+        same = {**saved["config"], "max_steps": config.max_steps} == json.loads(json.dumps(asdict(config)))
+        if not same or saved["source"] != state["source"]:
+            raise UserFacingError(f"{out} holds a run with another source model or config; pass another --out "
+                                  "or delete that folder to start over")
+        state = {**saved, "config": asdict(config)}
+        optimizer.load_state_dict(torch.load(resume / "optimizer.pt", weights_only=True))
+        _truncate_curve(curve_path, state["step"])
+        print(f"resuming {out} at step {state['step']}")
+    ref_model = None
+    if config.beta:
+        ref_model = AutoModelForCausalLM.from_pretrained(str(checkpoint)).requires_grad_(False)
+        use_packed_attention(ref_model)
+    evaluation = (eval_problems or [])[: config.eval_problems]
+    session_start = time.time()
+    if evaluation and config.eval_steps and state["step"] == 0 and not curve_path.exists():
+        baseline = {"step": 0, "eval": evaluate_greedy(model, tokenizer, evaluation, kind=kind, max_batch=config.max_batch)}
+        curve_path.write_text(json.dumps(baseline) + "\n")
+    bar = tqdm(range(state["step"] + 1, config.max_steps + 1), initial=state["step"], total=config.max_steps,
+               desc=f"GRPO {kind}", disable=not progress)
+    for step in bar:
+        point, records = grpo_step(model, tokenizer, optimizer, step_problems(train_problems, config, step), config,
+                                   kind=kind, step=step, ref_model=ref_model)
+        if evaluation and config.eval_steps and (step % config.eval_steps == 0 or step == config.max_steps):
+            point["eval"] = evaluate_greedy(model, tokenizer, evaluation, kind=kind, max_batch=config.max_batch)
+        state["trees"] += len(records)
+        state["seconds"] = state.get("seconds", 0.0) + time.time() - session_start
+        session_start = time.time()
+        state["step"] = step
+        with curve_path.open("a") as f:
+            f.write(json.dumps(point) + "\n")
+        if step % config.save_steps == 0 or step == config.max_steps:
+            _save(model, tokenizer, optimizer, state, out)
+        bar.set_postfix(reward=f"{point['reward']:.2f}", acc=f"{point['accuracy']:.2f}",
+                        kids=f"{point['children']:.1f}", skipped=point["skipped_groups"])
+        if point["well_formed"] < config.min_well_formed:
+            _save(model, tokenizer, optimizer, state, out)
+            raise UserFacingError(
+                f"the policy collapsed at step {step}: only {point['well_formed']:.0%} of its trees ended cleanly "
+                f"(min_well_formed={config.min_well_formed}); lower the learning rate or raise beta. "
+                f"The run so far is in {out} (curve.jsonl)")
+    model.save_pretrained(str(out / "final"))
+    tokenizer.save_pretrained(str(out / "final"))
+    metrics = {"command": command, "source": str(checkpoint), "source_fingerprint": state["source"], "kind": kind,
+               "config": asdict(config), "steps": state["step"], "trees": state["trees"],
+               "wall_seconds": round(state["seconds"], 1), "train_problems": len(train_problems)}
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def ship(run_dir: str | Path, dest: str | Path, val_problems: list[Problem], *, max_batch: int = 64,
+         command: str = "", progress: bool = True) -> dict:
+    """Copy a finished run's model and curve to ``dest`` (e.g. ``data/cpu-apr-grpo``) and evaluate the
+    source SFT model and the GRPO model greedily through the engine on the same ``val_problems``:
+    ``metrics.json`` gets both summaries and the paired difference of their accuracies; the records
+    go to ``dest/eval_before.jsonl`` and ``dest/eval_after.jsonl``."""
+    from .inference import EvalSettings, open_backend, paired_difference, run_eval, summarize
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in (run_dir / "final").iterdir():
+        shutil.copy(item, dest / item.name)
+    shutil.copy(run_dir / "curve.jsonl", dest / "curve.jsonl")
+    (dest / "problems_val.jsonl").write_text("".join(json.dumps(p.to_dict()) + "\n" for p in val_problems))
+    settings = EvalSettings(method=trained["kind"])
+    summaries, records = {}, {}
+    for name, model_dir in (("before", trained["source"]), ("after", dest)):
+        path = dest / f"eval_{name}.jsonl"
+        for stale in (path, path.with_suffix(".settings.json")):
+            stale.unlink(missing_ok=True)
+        records[name] = run_eval(open_backend(model_dir, max_batch=max_batch), val_problems, path, settings,
+                                 progress=progress)
+        summaries[name] = summarize(records[name])
+    metrics = {**trained, "ship_command": command,
+               "validation": {"problems": "problems_val.jsonl", "decoding": "greedy, through the engine",
+                              "before": summaries["before"], "after": summaries["after"],
+                              "accuracy_difference": paired_difference(records["before"], records["after"])}}
+    (dest / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
