@@ -178,8 +178,18 @@ def cmd_grpo(args) -> None:
     val = load_problems(checkpoint / "problems_val.jsonl")
     out = args.out or f"runs/{profile.name}/grpo-{args.kind}"
     command = "python -m apr_mini " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    metrics = grpo.train(checkpoint, args.kind, train_problems, out, config, eval_problems=val, command=command,
-                         progress=not args.no_progress)
+    if args.rollout_server:
+        from .serving import launch_server
+
+        # the paper's setup: this process trains, SGLang serves the rollouts and reloads the weights each step
+        with launch_server(checkpoint.resolve(), kind="sglang", timeout=600,
+                           extra_args=["--attention-backend", "triton"]) as server:
+            metrics = grpo.train(checkpoint, args.kind, train_problems, out, config, eval_problems=val, command=command,
+                                 progress=not args.no_progress,
+                                 rollouts=grpo.ServerRollouts(server, Path(out).resolve() / "sync"))
+    else:
+        metrics = grpo.train(checkpoint, args.kind, train_problems, out, config, eval_problems=val, command=command,
+                             progress=not args.no_progress)
     print(f"trained {metrics['steps']} steps ({metrics['trees']:,} trees) in {metrics['wall_seconds']:.0f} s: {out}/final")
     if args.ship:
         shipped = grpo.ship(out, args.ship, val[:args.ship_val], command=command, progress=not args.no_progress)
@@ -283,6 +293,8 @@ def main(argv=None) -> None:
     rl.add_argument("--sequence-weighting", choices=["tree", "sequence"])
     rl.add_argument("--reward", choices=["binary", "efficiency", "thread_penalty"])
     rl.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    rl.add_argument("--rollout-server", choices=["sglang"], help="decode rollouts on an SGLang server that reloads "
+                                                                "the weights every step (GPU only)")
     rl.add_argument("--ship", help="after training, copy the model here (e.g. data/cpu-apr-grpo) and evaluate "
                                    "it and its SFT model on the checkpoint's validation problems")
     rl.add_argument("--ship-val", type=int, default=200, help="validation problems to evaluate when shipping")

@@ -19,6 +19,7 @@ Servers (SGLang, vLLM, ``transformers serve``) are reached through :mod:`apr_min
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Hashable
 
@@ -104,6 +105,8 @@ class TransformersBackend:
         self.kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: [rows, heads, columns, head_dim]
         self.saved: dict[Hashable, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
         self.forward_calls = 0
+        # transformers 5.24 renamed `past_key_values` to `cache` (the GPU environment pins 5.19: the old name)
+        self.cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def release(self, key: Hashable) -> None:
         self.saved.pop(key, None)
@@ -127,8 +130,8 @@ class TransformersBackend:
         """Logits of each row's last position; ``layers`` (the KV cache) are updated in place."""
         cache = DynamicCache()
         cache.layers.extend(layers)
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=1, **{self.cache_argument: cache})
         self.forward_calls += 1
         return out.logits[:, -1, :], cache.layers
 

@@ -34,3 +34,15 @@ def tree_explorer(tree: dict, title: str = ""):
     show()
     header = [widgets.HTML(f"<b>{html.escape(title)}</b>")] if title else []
     return widgets.VBox(header + [chooser, reader])
+
+
+def trained_tokens_html(ids: list[int], n_prompt: int, tokenizer) -> str:
+    """A training row as HTML: the prompt (or join) tokens, masked, in grey; the completion tokens,
+    trained, highlighted (GRPO and SFT train only what the model wrote)."""
+    pieces = []
+    for i, token in enumerate(ids):
+        text = html.escape(tokenizer.decode([token]) if token != tokenizer.eos_token_id else "</s>")
+        style = "color:#999" if i < n_prompt else "background:#c8f0c8"
+        pieces.append(f"<span style='{style}'>{text}</span>")
+    return ("<pre style='max-height:360px;overflow:auto;font-size:12px;white-space:pre-wrap'>"
+            + "".join(pieces) + "</pre>")

@@ -308,18 +308,57 @@ def rollout_seed(seed: int, step: int) -> int:
     return seed * 1_000_003 + step
 
 
-def rollout(model, tokenizer, problems: list[Problem], *, num_generations: int, kind: str, temperature: float = 1.0,
-            seed: int = 0, max_batch: int = 64) -> list[dict]:
-    """``num_generations`` sampled trees per problem through the spawn/join engine (SoS+: spawning
-    forbidden), in order: the trees of problem 0, then of problem 1, ..."""
-    from .backends import TransformersBackend
+class InProcessRollouts:
+    """Rollouts decoded by the training model itself, with the in-process continuous-batching
+    backend (CPU or one GPU): nothing to synchronise."""
 
+    def backend(self, model, tokenizer, max_batch: int):
+        from .backends import TransformersBackend
+
+        return TransformersBackend(model, tokenizer, max_batch=max_batch)
+
+
+class ServerRollouts:
+    """Rollouts on an inference server (:class:`apr_mini.serving.Server`) that loads the trained
+    weights before each step's rollouts: the paper's setup, where one GPU trains and one serves.
+    The weights go through ``sync_dir`` and SGLang's ``POST /update_weights_from_disk`` (``reload``
+    replaces that call, e.g. for a server without the endpoint)."""
+
+    def __init__(self, server, sync_dir: str | Path, reload=None):
+        self.server, self.sync_dir = server, Path(sync_dir)
+        self.reload = reload or self.update_weights_from_disk
+        self.syncs = 0
+
+    def update_weights_from_disk(self, path: Path) -> None:
+        import httpx
+
+        answer = httpx.post(f"{self.server.base_url}/update_weights_from_disk", json={"model_path": str(path)},
+                            timeout=600)
+        if answer.status_code != 200 or not answer.json().get("success", True):
+            raise RuntimeError(f"the server did not load the new weights: {answer.status_code} {answer.text[:300]}")
+
+    def backend(self, model, tokenizer, max_batch: int):
+        model.save_pretrained(str(self.sync_dir))
+        tokenizer.save_pretrained(str(self.sync_dir))
+        self.reload(self.sync_dir)
+        self.syncs += 1
+        return self.server.backend(concurrency=max_batch, context_window=int(model.config.max_position_embeddings))
+
+
+def rollout(model, tokenizer, problems: list[Problem], *, num_generations: int, kind: str, temperature: float = 1.0,
+            seed: int = 0, max_batch: int = 64, rollouts=None) -> list[dict]:
+    """``num_generations`` sampled trees per problem through the spawn/join engine (SoS+: spawning
+    forbidden), in order: the trees of problem 0, then of problem 1, ... ``rollouts`` says where
+    they are decoded (default :class:`InProcessRollouts`)."""
+    backend = (rollouts or InProcessRollouts()).backend(model, tokenizer, max_batch)
     limits = Limits() if kind == "apr" else Limits(max_depth=0)
-    engine = Orchestrator(TransformersBackend(model, tokenizer, max_batch=max_batch), limits,
-                          temperature=temperature, seed=seed)
+    engine = Orchestrator(backend, limits, temperature=temperature, seed=seed)
     jobs = [(i * num_generations + g, p) for i, p in enumerate(problems) for g in range(num_generations)]
-    records = sorted(engine.run(jobs, max_live=max(1, max_batch)), key=lambda r: r["id"])
-    return records
+    try:
+        return sorted(engine.run(jobs, max_live=max(1, max_batch)), key=lambda r: r["id"])
+    finally:
+        if hasattr(backend, "close"):
+            backend.close()
 
 
 def step_problems(train_problems: list[Problem], config: GRPOConfig, step: int) -> list[Problem]:
@@ -329,12 +368,13 @@ def step_problems(train_problems: list[Problem], config: GRPOConfig, step: int) 
 
 
 def grpo_step(model, tokenizer, optimizer, problems: list[Problem], config: GRPOConfig, *, kind: str, step: int,
-              ref_model=None) -> tuple[dict, list[dict]]:
+              ref_model=None, rollouts=None) -> tuple[dict, list[dict]]:
     """One GRPO step: rollouts, rewards, advantages, rows, optimizer step(s). Returns the step's
     curve point and the rollout records (each with its ``reward`` and ``advantage``)."""
     start = time.perf_counter()
     records = rollout(model, tokenizer, problems, num_generations=config.num_generations, kind=kind,
-                      temperature=config.temperature, seed=rollout_seed(config.seed, step), max_batch=config.max_batch)
+                      temperature=config.temperature, seed=rollout_seed(config.seed, step), max_batch=config.max_batch,
+                      rollouts=rollouts)
     rollout_s = time.perf_counter() - start
     rewards = [REWARDS[config.reward](r) for r in records]
     advantages, signal = group_advantages(rewards, config.num_generations, config.scale_rewards)
@@ -400,12 +440,13 @@ def evaluate_greedy(model, tokenizer, problems: list[Problem], *, kind: str, max
 
 def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_dir: str | Path,
           config: GRPOConfig, *, eval_problems: list[Problem] | None = None, command: str = "",
-          progress: bool = True) -> dict:
+          progress: bool = True, rollouts=None) -> dict:
     """GRPO from the SFT model at ``checkpoint`` (or resume ``out_dir``'s run); write
     ``out_dir/final`` and ``metrics.json``. Every step appends its point to ``out_dir/curve.jsonl``
     (with a greedy ``eval`` on ``eval_problems`` every ``eval_steps`` steps). Stops with a
     :class:`~apr_mini.config.UserFacingError` when the policy collapses (fewer than
-    ``min_well_formed`` of a step's trees end cleanly)."""
+    ``min_well_formed`` of a step's trees end cleanly). ``rollouts``: where trees are decoded
+    (default in-process; :class:`ServerRollouts` for SGLang on a second GPU)."""
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
 
@@ -455,7 +496,7 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
                desc=f"GRPO {kind}", disable=not progress)
     for step in bar:
         point, records = grpo_step(model, tokenizer, optimizer, step_problems(train_problems, config, step), config,
-                                   kind=kind, step=step, ref_model=ref_model)
+                                   kind=kind, step=step, ref_model=ref_model, rollouts=rollouts)
         if evaluation and config.eval_steps and (step % config.eval_steps == 0 or step == config.max_steps):
             point["eval"] = evaluate_greedy(model, tokenizer, evaluation, kind=kind, max_batch=config.max_batch)
         state["trees"] += len(records)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+# One colour per method, in every figure of every notebook
+METHOD_COLORS = {"SoS+": "#EF553B", "APR": "#636EFA"}
+
 METRICS = [
     ("total tokens", "total_tokens"),
     ("longest sequence", "longest_sequence"),
@@ -64,4 +67,55 @@ def context_fit_figure(demos: list[dict], windows: list[int] | None = None) -> g
                                  name=name, line={"color": color, "dash": dash}))
     fig.update_layout(title="How many demonstrations fit in a context window?", xaxis_title="context window (tokens)",
                       yaxis_title="share that fits", yaxis_tickformat=".0%", height=380)
+    return fig
+
+
+def advantage_timeline_figure(trees: list[tuple[str, dict, float]], title: str = "Every thread trains with its tree's advantage") -> go.Figure:
+    """Threads of several trees in token time (as :func:`timeline_figure`), one panel row per tree,
+    each bar coloured by the advantage its tree got (blue: pushed up, red: pushed down)."""
+    from . import trace_language as tl
+
+    bound = max([abs(a) for _, _, a in trees] + [1e-9])
+    fig = go.Figure()
+    labels = []
+    for k, (name, tree, advantage) in enumerate(trees):
+        segments = tl.timeline(tree)
+        ys = [f"{name} · {s.thread} · {s.call}" for s in segments]
+        labels += ys
+        fig.add_trace(go.Bar(
+            x=[s.end - s.start for s in segments], base=[s.start for s in segments], y=ys, orientation="h",
+            marker={"color": [advantage] * len(segments), "colorscale": "RdBu", "cmin": -bound, "cmax": bound,
+                    "colorbar": {"title": "advantage"}, "showscale": k == 0},
+            name=f"{name} (A={advantage:+.2f})",
+            hovertext=[f"{name}, {s.thread} call {s.call} ({s.outcome}): advantage {advantage:+.2f}" for s in segments]))
+    fig.update_layout(title=title, xaxis_title="token time (children run in parallel)", barmode="overlay",
+                      showlegend=False, yaxis={"categoryorder": "array", "categoryarray": labels[::-1]},
+                      height=max(300, 20 * len(labels) + 140))
+    return fig
+
+
+GRPO_PANELS = [("reward (sampled trees)", "reward"), ("greedy accuracy (held-out)", "eval.accuracy"),
+               ("children per tree", "children"), ("total tokens per tree", "total_tokens"),
+               ("KL to the SFT model (per token)", "kl"), ("trees that ended cleanly", "well_formed")]
+
+
+def grpo_curves_figure(curves: dict[str, list[dict]], title: str = "GRPO learning curves") -> go.Figure:
+    """One panel per quantity of a GRPO run's ``curve.jsonl`` against the step, one line per run
+    (coloured by method when the name starts with "APR" or "SoS+")."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=3, subplot_titles=[label for label, _ in GRPO_PANELS])
+    for n, (name, points) in enumerate(curves.items()):
+        color = next((c for method, c in METHOD_COLORS.items() if name.startswith(method)), None)
+        for i, (_, key) in enumerate(GRPO_PANELS):
+            if key.startswith("eval."):
+                chosen = [(p["step"], p["eval"][key[5:]]) for p in points if "eval" in p]
+            else:
+                chosen = [(p["step"], p[key]) for p in points if p.get(key) is not None]
+            fig.add_trace(go.Scatter(x=[s for s, _ in chosen], y=[v for _, v in chosen], name=name, legendgroup=name,
+                                     showlegend=i == 0, mode="lines+markers" if key.startswith("eval.") else "lines",
+                                     line={"color": color, "dash": ["solid", "dot", "dash"][n // 2 % 3]}),
+                          row=i // 3 + 1, col=i % 3 + 1)
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(title=title, height=560)
     return fig
