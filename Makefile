@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROFILE ?= cpu
 EXTRAS ?= cpu,dev
 
-.PHONY: setup demo test test-fast bench bench-engine lab clean
+.PHONY: setup demo test test-fast bench bench-engine bench-grpo lab clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ bench: setup
 # Spawn/join engine on the shipped cpu checkpoints (about 20 minutes on 2 cores)
 bench-engine: setup
 	$(BIN)/python benchmarks/bench_engine.py
+
+# One GRPO step of apr-mini's loop against one of TRL's GRPOTrainer, on the shipped cpu SoS+ model (a few minutes)
+bench-grpo: setup
+	$(BIN)/python benchmarks/bench_grpo.py
 
 lab: setup
 	$(BIN)/jupyter lab notebooks

@@ -152,7 +152,7 @@ def cmd_infer(args) -> None:
 def cmd_grpo(args) -> None:
     import torch
 
-    from . import grpo
+    from . import grpo, grpo_train
     from .config import get_grpo_config
     from .data import load_problems
 
@@ -160,7 +160,7 @@ def cmd_grpo(args) -> None:
     changes = {name: getattr(args, name) for name in
                ("learning_rate", "max_steps", "problems_per_step", "num_generations", "beta", "epsilon",
                 "epsilon_high", "loss_type", "scale_rewards", "sequence_weighting", "num_iterations", "reward",
-                "eval_steps", "eval_problems", "seed", "temperature", "min_well_formed")}
+                "eval_steps", "eval_problems", "seed", "temperature", "min_well_formed", "efficiency_cap")}
     try:
         config = get_grpo_config(profile.name, **changes)
     except ValueError as err:
@@ -184,15 +184,15 @@ def cmd_grpo(args) -> None:
         # the paper's setup: this process trains, SGLang serves the rollouts and reloads the weights each step
         with launch_server(checkpoint.resolve(), kind="sglang", timeout=600,
                            extra_args=["--attention-backend", "triton"]) as server:
-            metrics = grpo.train(checkpoint, args.kind, train_problems, out, config, eval_problems=val, command=command,
+            metrics = grpo_train.train(checkpoint, args.kind, train_problems, out, config, eval_problems=val, command=command,
                                  progress=not args.no_progress,
                                  rollouts=grpo.ServerRollouts(server, Path(out).resolve() / "sync"))
     else:
-        metrics = grpo.train(checkpoint, args.kind, train_problems, out, config, eval_problems=val, command=command,
+        metrics = grpo_train.train(checkpoint, args.kind, train_problems, out, config, eval_problems=val, command=command,
                              progress=not args.no_progress)
     print(f"trained {metrics['steps']} steps ({metrics['trees']:,} trees) in {metrics['wall_seconds']:.0f} s: {out}/final")
     if args.ship:
-        shipped = grpo.ship(out, args.ship, val[:args.ship_val], command=command, progress=not args.no_progress)
+        shipped = grpo_train.ship(out, args.ship, val[:args.ship_val], command=command, progress=not args.no_progress)
         v = shipped["validation"]
         d = v["accuracy_difference"]
         print(f"shipped to {args.ship}: accuracy {d['before']:.1%} -> {d['after']:.1%} on {d['n']} problems, "
@@ -286,7 +286,7 @@ def main(argv=None) -> None:
     for flag, kind in (("--learning-rate", float), ("--max-steps", int), ("--problems-per-step", int),
                        ("--num-generations", int), ("--beta", float), ("--epsilon", float), ("--epsilon-high", float),
                        ("--num-iterations", int), ("--eval-steps", int), ("--eval-problems", int), ("--seed", int),
-                       ("--temperature", float), ("--min-well-formed", float)):
+                       ("--temperature", float), ("--min-well-formed", float), ("--efficiency-cap", float)):
         rl.add_argument(flag, type=kind, help="default: the profile's GRPO preset (apr_mini.config.GRPO_PRESETS)")
     rl.add_argument("--loss-type", choices=["grpo", "dr_grpo", "dapo"])
     rl.add_argument("--scale-rewards", choices=["group", "batch", "none"])

@@ -145,6 +145,7 @@ class GRPOConfig:
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     reward: str = "binary"             # a key of grpo.REWARDS
+    efficiency_cap: float = 0.2        # the "efficiency" reward's cap on 1 - critical path / total tokens (ThreadWeaver)
     eval_steps: int = 10               # steps between greedy evaluations on held-out problems (0: never)
     eval_problems: int = 100
     save_steps: int = 1                # steps between checkpoints (1: a kill loses at most one step)
@@ -165,6 +166,8 @@ class GRPOConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0 or self.temperature <= 0:
             raise ValueError("learning_rate and temperature must be > 0 (GRPO samples its rollouts)")
+        if self.reward not in ("binary", "efficiency", "thread_penalty"):
+            raise ValueError(f"reward must be 'binary', 'efficiency' or 'thread_penalty', not {self.reward!r}")
         if not 0 <= self.min_well_formed <= 1:
             raise ValueError(f"min_well_formed is a share in 0..1, got {self.min_well_formed}")
 

@@ -7,6 +7,16 @@ import plotly.graph_objects as go
 # One colour per method, in every figure of every notebook
 METHOD_COLORS = {"SoS+": "#EF553B", "APR": "#636EFA"}
 
+
+
+def method_color(name: str) -> str | None:
+    """The colour of the method a run's name starts with ("APR...", "apr-...", "SoS+...", "sosp-...")."""
+    lowered = name.lower()
+    if lowered.startswith("sos"):
+        return METHOD_COLORS["SoS+"]
+    return METHOD_COLORS["APR"] if lowered.startswith("apr") else None
+
+
 METRICS = [
     ("total tokens", "total_tokens"),
     ("longest sequence", "longest_sequence"),
@@ -100,13 +110,15 @@ GRPO_PANELS = [("reward (sampled trees)", "reward"), ("greedy accuracy (held-out
 
 
 def grpo_curves_figure(curves: dict[str, list[dict]], title: str = "GRPO learning curves") -> go.Figure:
-    """One panel per quantity of a GRPO run's ``curve.jsonl`` against the step, one line per run
-    (coloured by method when the name starts with "APR" or "SoS+")."""
+    """One panel per quantity of a GRPO run's ``curve.jsonl`` against the step, one line per run,
+    coloured by its method (:func:`method_color`); runs of one method differ in dash."""
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=2, cols=3, subplot_titles=[label for label, _ in GRPO_PANELS])
-    for n, (name, points) in enumerate(curves.items()):
-        color = next((c for method, c in METHOD_COLORS.items() if name.startswith(method)), None)
+    seen: dict[str | None, int] = {}
+    for name, points in curves.items():
+        color = method_color(name)
+        n = seen[color] = seen.get(color, -1) + 1
         for i, (_, key) in enumerate(GRPO_PANELS):
             if key.startswith("eval."):
                 chosen = [(p["step"], p["eval"][key[5:]]) for p in points if "eval" in p]
@@ -114,7 +126,7 @@ def grpo_curves_figure(curves: dict[str, list[dict]], title: str = "GRPO learnin
                 chosen = [(p["step"], p[key]) for p in points if p.get(key) is not None]
             fig.add_trace(go.Scatter(x=[s for s, _ in chosen], y=[v for _, v in chosen], name=name, legendgroup=name,
                                      showlegend=i == 0, mode="lines+markers" if key.startswith("eval.") else "lines",
-                                     line={"color": color, "dash": ["solid", "dot", "dash"][n // 2 % 3]}),
+                                     line={"color": color, "dash": ["solid", "dot", "dash", "dashdot"][n % 4]}),
                           row=i // 3 + 1, col=i % 3 + 1)
     fig.update_xaxes(title_text="step")
     fig.update_layout(title=title, height=560)

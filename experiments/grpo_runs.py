@@ -1,6 +1,6 @@
 """The GRPO runs on the cpu models: the two shipped ones and the variants tried beside them.
 
-Every point runs ``apr_mini.grpo.train`` from a shipped SFT model (``data/cpu-apr`` or
+Every point runs ``apr_mini.grpo_train.train`` from a shipped SFT model (``data/cpu-apr`` or
 ``data/cpu-sosp``) with the ``cpu`` GRPO preset and one change: learning rate, reward, advantage
 rule. Each logs its curve (greedy accuracy on 100 held-out problems every 10 steps) to its run
 folder; the two shipped points are the README's commands, run with ``--ship``.
@@ -25,18 +25,22 @@ from pathlib import Path
 RESULTS = Path("data/grpo/results.json")
 TRAIN = Path("data/countdown-cpu/problems_train.jsonl")
 POINTS = {  # name -> (what changes, kind, run folder, GRPOConfig changes)
-    "apr-binary": ("nothing (the cpu preset; shipped as data/cpu-apr-grpo)", "apr", "runs/cpu/grpo-apr", {}),
     "sosp-binary": ("SoS+ with the cpu preset (shipped as data/cpu-sosp-grpo)", "sosp", "runs/cpu/grpo-sosp", {}),
+    "apr-binary": ("APR with the cpu preset", "apr", "runs/cpu/grpo-apr", {}),
     "apr-lr-3e-4": ("learning rate 3e-4 instead of 1e-4", "apr", "runs/grpo/apr-lr-3e-4", {"learning_rate": 3e-4}),
-    "apr-efficiency": ("ThreadWeaver's efficiency reward, mean-centred advantages", "apr", "runs/grpo/apr-efficiency",
-                       {"reward": "efficiency", "scale_rewards": "none"}),
+    "apr-beta-0.04": ("KL weight beta 0.04 instead of 0.001", "apr", "runs/grpo/apr-beta-0.04", {"beta": 0.04}),
+    # ThreadWeaver's cap of 0.2 on 1 - critical path / total tokens binds for nearly every correct cpu APR tree
+    # (the SFT model's mean is 0.42), so the capped bonus is a constant; uncapped, it ranks correct trees
+    "apr-efficiency": ("beta 0.04, efficiency reward (ThreadWeaver's, uncapped) and mean-centred advantages", "apr",
+                       "runs/grpo/apr-efficiency", {"beta": 0.04, "reward": "efficiency", "efficiency_cap": 1.0,
+                                                    "scale_rewards": "none"}),
 }
 
 
 def run_point(name: str, threads: int) -> dict:
     import torch
 
-    from apr_mini import grpo
+    from apr_mini import grpo_train
     from apr_mini.config import get_grpo_config
     from apr_mini.data import load_problems
 
@@ -44,7 +48,7 @@ def run_point(name: str, threads: int) -> dict:
     torch.set_num_threads(threads)
     checkpoint = Path(f"data/cpu-{kind}")
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    return grpo.train(checkpoint, kind, load_problems(TRAIN), folder, get_grpo_config("cpu", **changes),
+    return grpo_train.train(checkpoint, kind, load_problems(TRAIN), folder, get_grpo_config("cpu", **changes),
                       eval_problems=load_problems(checkpoint / "problems_val.jsonl"), command=command, progress=False)
 
 
@@ -59,9 +63,15 @@ def summarize_point(name: str) -> dict | None:
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     first, last = evals[0]["eval"], evals[-1]["eval"]
     steps = [p for p in curve if p["step"] > 0]
+    if metrics:
+        status = "finished"
+    elif steps and steps[-1]["well_formed"] < 0.5:  # the cpu preset's min_well_formed
+        status = f"collapsed at step {steps[-1]['step']}"
+    else:
+        status = f"stopped at step {steps[-1]['step'] if steps else 0}"
     return {
-        "run": name, "change": change, "kind": kind, "steps": steps[-1]["step"] if steps else 0,
-        "finished": bool(metrics), "wall_minutes": round(metrics.get("wall_seconds", 0) / 60, 1) or None,
+        "run": name, "change": change, "kind": kind, "steps": steps[-1]["step"] if steps else 0, "status": status,
+        "last_eval_step": evals[-1]["step"], "wall_minutes": round(metrics.get("wall_seconds", 0) / 60, 1) or None,
         "accuracy_before": first["accuracy"], "accuracy_after": last["accuracy"],
         "children_before": first["children"], "children_after": last["children"],
         "critical_path_before": first["critical_path"], "critical_path_after": last["critical_path"],
@@ -77,14 +87,15 @@ def report() -> list[dict]:
                                    "evaluation": "greedy, through the engine, first 100 validation problems",
                                    "runs": [{k: v for k, v in r.items() if k != "curve"} for r in rows],
                                    "curves": {r["run"]: r["curve"] for r in rows}}, indent=1) + "\n")
-    print("| run | change | steps | accuracy (100 held-out) | children | critical path | total tokens | KL | minutes |")
+    print("| run | change | status | greedy accuracy, 100 held-out (at step) | children | critical path | "
+          "total tokens | KL at the last step | minutes |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['run']} | {r['change']} | {r['steps']} | {r['accuracy_before']:.0%} -> {r['accuracy_after']:.0%} | "
-              f"{r['children_before']:.1f} -> {r['children_after']:.1f} | "
+        print(f"| {r['run']} | {r['change']} | {r['status']} | {r['accuracy_before']:.0%} -> {r['accuracy_after']:.0%} "
+              f"({r['last_eval_step']}) | {r['children_before']:.1f} -> {r['children_after']:.1f} | "
               f"{r['critical_path_before']:.0f} -> {r['critical_path_after']:.0f} | "
-              f"{r['total_tokens_before']:.0f} -> {r['total_tokens_after']:.0f} | {r['kl_last']:.4f} | "
-              f"{r['wall_minutes'] or 'running'} |")
+              f"{r['total_tokens_before']:.0f} -> {r['total_tokens_after']:.0f} | {r['kl_last']:.3f} | "
+              f"{r['wall_minutes'] or ''} |")
     return rows
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from apr_mini import grpo
+from apr_mini import grpo, grpo_train
 from apr_mini import trace_language as tl
 from apr_mini.config import GRPOConfig, UserFacingError, get_grpo_config
 from apr_mini.countdown import problem_chunk
@@ -193,7 +193,7 @@ def test_packed_log_probs_equal_each_row_alone(nested_records, tokenizer):
 def _run(out, max_steps, monkeypatch=None, **changes):
     config = get_grpo_config("tiny", max_steps=max_steps, reward="thread_penalty", eval_steps=0, **changes)
     problems = load_problems(TRAIN, 20)
-    return grpo.train(TINY_APR, "apr", problems, out, config, progress=False)
+    return grpo_train.train(TINY_APR, "apr", problems, out, config, progress=False)
 
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, monkeypatch):
