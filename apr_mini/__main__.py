@@ -160,7 +160,8 @@ def cmd_grpo(args) -> None:
     changes = {name: getattr(args, name) for name in
                ("learning_rate", "max_steps", "problems_per_step", "num_generations", "beta", "epsilon",
                 "epsilon_high", "loss_type", "scale_rewards", "sequence_weighting", "num_iterations", "reward",
-                "eval_steps", "eval_problems", "seed", "temperature", "min_well_formed", "efficiency_cap")}
+                "eval_steps", "eval_problems", "seed", "temperature", "min_well_formed", "efficiency_cap",
+                "trained_threads")}
     try:
         config = get_grpo_config(profile.name, **changes)
     except ValueError as err:
@@ -291,6 +292,7 @@ def main(argv=None) -> None:
     rl.add_argument("--loss-type", choices=["grpo", "dr_grpo", "dapo"])
     rl.add_argument("--scale-rewards", choices=["group", "batch", "none"])
     rl.add_argument("--sequence-weighting", choices=["tree", "sequence"])
+    rl.add_argument("--trained-threads", choices=["all", "root"])
     rl.add_argument("--reward", choices=["binary", "efficiency", "thread_penalty"])
     rl.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     rl.add_argument("--rollout-server", choices=["sglang"], help="decode rollouts on an SGLang server that reloads "

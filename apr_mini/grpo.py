@@ -163,16 +163,17 @@ def tree_rows(tree: dict, tokenizer, index: int = 0) -> list[Row]:
     return rows
 
 
-def batch_rows(records: list[dict], signal: list[bool], tokenizer) -> list[Row]:
+def batch_rows(records: list[dict], signal: list[bool], tokenizer, threads: str = "all") -> list[Row]:
     """The rows of every tree whose group carries signal, each with its tree's ``advantage``
-    (records in groups of ``len(records) // len(signal)``)."""
+    (records in groups of ``len(records) // len(signal)``); ``threads="root"`` keeps the root's rows only."""
     size = len(records) // len(signal)
     rows = []
     for index, record in enumerate(records):
         if signal[index // size]:
             for row in tree_rows(record["tree"], tokenizer, index):
-                row.advantage = record["advantage"]
-                rows.append(row)
+                if threads == "all" or row.thread == "root":
+                    row.advantage = record["advantage"]
+                    rows.append(row)
     return rows
 
 
@@ -384,7 +385,7 @@ def grpo_step(model, tokenizer, optimizer, problems: list[Problem], config: GRPO
     advantages, signal = group_advantages(rewards, config.num_generations, config.scale_rewards)
     for record, reward, advantage in zip(records, rewards, advantages):
         record["reward"], record["advantage"] = reward, advantage
-    rows = batch_rows(records, signal, tokenizer)
+    rows = batch_rows(records, signal, tokenizer, config.trained_threads)
     start = time.perf_counter()
     context = int(model.config.max_position_embeddings)
     stats = optimize(model, optimizer, rows, config, ref_model=ref_model,

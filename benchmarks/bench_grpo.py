@@ -69,7 +69,7 @@ def run_trl(checkpoint: str, problems, generations: int) -> dict:
                           max_steps=1, learning_rate=1e-4, beta=0.0, temperature=1.0,
                           max_completion_length=model.config.max_position_embeddings - longest_prompt,
                           report_to="none", logging_steps=1, save_strategy="no", disable_tqdm=True,
-                          gradient_checkpointing=False)
+                          activation_checkpointing=False)
         trainer = GRPOTrainer(model=model, reward_funcs=verified, args=args, train_dataset=Dataset.from_list(rows),
                               processing_class=tokenizer)
         start = time.perf_counter()

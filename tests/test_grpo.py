@@ -125,6 +125,9 @@ def test_one_advantage_broadcast_across_a_nested_tree(nested_records, tokenizer)
     assert nested, "some trained rows come from grandchildren"
     for row in rows:
         assert row.advantage == records[row.tree]["advantage"]
+    roots = grpo.batch_rows(records, [True, False], tokenizer, threads="root")
+    assert roots and {r.thread for r in roots} == {"root"}
+    assert len(roots) == sum(r.thread == "root" for r in rows)
 
 
 def test_failed_child_reads_as_no_solution_in_the_trained_join(tokenizer):

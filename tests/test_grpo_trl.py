@@ -96,7 +96,8 @@ def test_loss_and_gradients_equal_trl(episodes, loss_type, beta, bias_correction
     args = TRLConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, num_generations=GROUP,
                      per_device_train_batch_size=GROUP, gradient_accumulation_steps=1, beta=beta, epsilon=0.2,
                      loss_type=loss_type, max_completion_length=max_completion_length, report_to="none",
-                     scale_rewards="group", temperature=1.0, use_bias_correction_kl=bias_correction)
+                     scale_rewards="group", temperature=1.0, use_bias_correction_kl=bias_correction,
+                     activation_checkpointing=False)
     theirs = _model()
     trainer = GRPOTrainer(model=theirs, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args,
                           train_dataset=Dataset.from_list([{"prompt": "x"}] * GROUP), processing_class=tokenizer)
