@@ -1,4 +1,4 @@
-"""Command line: ``python -m apr_mini {data,lengths,demo,sft,evaluate,infer,grpo,solve} --help`` (also installed as ``apr-mini``).
+"""Command line: ``python -m apr_mini {data,lengths,demo,sft,evaluate,infer,grpo,compare,solve} --help`` (also installed as ``apr-mini``).
 
 - ``data``: write a profile's problems, demonstrations and SFT rows (JSONL) with a manifest;
 - ``lengths``: the share of SoS+ and APR training rows that overflow each context window;
@@ -7,6 +7,7 @@
 - ``evaluate``: verified success of a checkpoint on held-out problems, without the parallel engine;
 - ``infer``: run held-out problems through the spawn/join engine (APR, SoS+, N samples), resumable;
 - ``grpo``: reinforcement learning (GRPO over spawn trees) from an SFT checkpoint, resumable;
+- ``compare``: the paired accuracy difference of two runs' records on the same problems;
 - ``solve``: solve one Countdown problem exactly, e.g. ``python -m apr_mini solve 24 32 84 26 59``.
 """
 
@@ -201,6 +202,22 @@ def cmd_grpo(args) -> None:
               f"{v['before']['children']} -> {v['after']['children']}")
 
 
+def cmd_compare(args) -> None:
+    from .data import read_jsonl
+    from .inference import paired_difference
+
+    for path in (args.first, args.second):
+        if not Path(path).exists():
+            raise UserFacingError(f"{path} not found")
+    try:
+        d = paired_difference(read_jsonl(args.first), read_jsonl(args.second))
+    except ValueError as err:
+        raise UserFacingError(str(err)) from None
+    print(f"{args.second} minus {args.first} on {d['n']} shared problems: {d['after']:.1%} - {d['before']:.1%} = "
+          f"{d['difference']:+.1%} (SE {d['se']:.1%}, 95% CI {d['ci95'][0]:+.1%} to {d['ci95'][1]:+.1%}; "
+          f"{d['gained']} problems only the second solves, {d['lost']} only the first)")
+
+
 def cmd_solve(args) -> None:
     from .countdown import all_solutions
 
@@ -302,6 +319,10 @@ def main(argv=None) -> None:
     rl.add_argument("--ship-val", type=int, default=200, help="validation problems to evaluate when shipping")
     rl.add_argument("--no-progress", action="store_true")
     rl.set_defaults(fn=cmd_grpo)
+    compare = sub.add_parser("compare", help="paired accuracy difference of two records files (infer or grpo --ship)")
+    compare.add_argument("first", help="records JSONL, e.g. data/cpu-sosp-grpo/eval_after.jsonl")
+    compare.add_argument("second", help="records JSONL on the same problems")
+    compare.set_defaults(fn=cmd_compare)
     solve = sub.add_parser("solve", help="solve one problem exactly")
     solve.add_argument("target", type=int)
     solve.add_argument("numbers", type=int, nargs="+")

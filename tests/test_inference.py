@@ -134,3 +134,23 @@ def test_infer_default_output_keeps_greedy_and_sampled_runs_apart(tmp_path, monk
     main(common)
     main(common + ["--samples", "2", "--temperature", "1.0"])  # would be refused as a resume of the greedy file
     assert {p.name for p in (tmp_path / "runs" / "infer").glob("*.jsonl")} == {"tiny-apr-apr.jsonl", "tiny-apr-apr-s2.jsonl"}
+
+
+def test_paired_difference_on_hand_made_records(tmp_path, capsys):
+    from apr_mini.__main__ import main
+    from apr_mini.inference import paired_difference
+
+    before = [{"id": i, "sample": 0, "verified": v} for i, v in enumerate([1, 0, 0, 1, 0])]
+    after = [{"id": i, "sample": 0, "verified": v} for i, v in enumerate([1, 1, 0, 1, 1])] + [{"id": 9, "verified": 1}]
+    d = paired_difference(before, after)
+    assert (d["n"], d["before"], d["after"], d["difference"], d["gained"], d["lost"]) == (5, 0.4, 0.8, 0.4, 2, 0)
+    # after - before per problem: 0, 1, 0, 0, 1; mean 0.4, sample variance 0.3
+    assert d["se"] == pytest.approx((0.3 / 5) ** 0.5, abs=1e-4)
+    assert d["ci95"] == pytest.approx([0.4 - 1.96 * d["se"], 0.4 + 1.96 * d["se"]], abs=1e-3)
+    for name, records in (("a", before), ("b", after)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    main(["compare", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")])
+    assert "on 5 shared problems: 80.0% - 40.0% = +40.0%" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", str(tmp_path / "a.jsonl"), str(tmp_path / "missing.jsonl")])
+    assert exit_info.value.code == 2
