@@ -175,6 +175,7 @@ def ship(run_dir: str | Path, dest: str | Path, val_problems: list[Problem], *, 
             stale.unlink(missing_ok=True)
         records[name] = run_eval(open_backend(model_dir, max_batch=max_batch), val_problems, path, settings,
                                  progress=progress)
+        path.with_suffix(".settings.json").unlink()  # a finished evaluation is not resumed; metrics.json says how it ran
         summaries[name] = summarize(records[name])
     metrics = {**trained, "ship_command": command,
                "validation": {"problems": "problems_val.jsonl", "decoding": "greedy, through the engine",
