@@ -51,18 +51,12 @@ def _latest(out: Path) -> Path | None:
 
 
 def _truncate_curve(path: Path, step: int) -> None:
-    """Drop curve points after ``step`` (logged by a step whose checkpoint a kill lost)."""
+    """Drop curve points after ``step`` (logged by a step whose checkpoint a kill lost; ``step`` 0
+    keeps only the baseline evaluation)."""
     if path.exists():
         lines = [line for line in path.read_text().splitlines() if line.strip()]
         kept = [line for line in lines if json.loads(line)["step"] <= step]
         path.write_text("".join(line + "\n" for line in kept))
-
-
-def evaluate_greedy(model, tokenizer, problems: list[Problem], *, kind: str, max_batch: int = 64) -> dict:
-    """Greedy accuracy and tree costs through the engine (:func:`apr_mini.inference.evaluate_model`)."""
-    from .inference import evaluate_model
-
-    return evaluate_model(model, tokenizer, problems, method=kind, max_batch=max_batch)[1]
 
 
 def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_dir: str | Path,
@@ -77,7 +71,7 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
 
-    from .inference import checkpoint_fingerprint
+    from .inference import checkpoint_fingerprint, evaluate_model
     from .tokenizer import load_tokenizer
 
     if kind not in ("apr", "sosp"):
@@ -108,8 +102,8 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
                                   "or delete that folder to start over")
         state = {**saved, "config": asdict(config)}
         optimizer.load_state_dict(torch.load(resume / "optimizer.pt", weights_only=True))
-        _truncate_curve(curve_path, state["step"])
         print(f"resuming {out} at step {state['step']}")
+    _truncate_curve(curve_path, state["step"])
     ref_model = None
     if config.beta:
         ref_model = AutoModelForCausalLM.from_pretrained(str(checkpoint)).requires_grad_(False)
@@ -117,7 +111,8 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
     evaluation = (eval_problems or [])[: config.eval_problems]
     session_start = time.time()
     if evaluation and config.eval_steps and state["step"] == 0 and not curve_path.exists():
-        baseline = {"step": 0, "eval": evaluate_greedy(model, tokenizer, evaluation, kind=kind, max_batch=config.max_batch)}
+        baseline = {"step": 0, "eval": evaluate_model(model, tokenizer, evaluation, method=kind,
+                                                      max_batch=config.max_batch)[1]}
         curve_path.write_text(json.dumps(baseline) + "\n")
     bar = tqdm(range(state["step"] + 1, config.max_steps + 1), initial=state["step"], total=config.max_steps,
                desc=f"GRPO {kind}", disable=not progress)
@@ -126,7 +121,7 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
         point, records = grpo.grpo_step(model, tokenizer, optimizer, problems, config, kind=kind, step=step,
                                         ref_model=ref_model, rollouts=rollouts)
         if evaluation and config.eval_steps and (step % config.eval_steps == 0 or step == config.max_steps):
-            point["eval"] = evaluate_greedy(model, tokenizer, evaluation, kind=kind, max_batch=config.max_batch)
+            point["eval"] = evaluate_model(model, tokenizer, evaluation, method=kind, max_batch=config.max_batch)[1]
         state["trees"] += len(records)
         state["seconds"] = state.get("seconds", 0.0) + time.time() - session_start
         session_start = time.time()

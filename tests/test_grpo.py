@@ -279,3 +279,12 @@ def test_command_line_errors_are_one_line(tmp_path):
     assert exit_info.value.code == 2
     with pytest.raises(SystemExit):
         main(["grpo", "--checkpoint", str(TINY_APR), "--kind", "apr", "--num-generations", "0"])
+
+
+def test_curve_points_past_the_last_checkpoint_are_dropped(tmp_path):
+    """A kill after a step's curve line but before its first checkpoint leaves a stale line; the rerun drops it."""
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "curve.jsonl").write_text(json.dumps({"step": 1, "reward": -1.0}) + "\n")
+    _run(tmp_path, 1)
+    curve = [json.loads(line) for line in (tmp_path / "curve.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in curve] == [1] and curve[0]["reward"] != -1.0
