@@ -332,7 +332,6 @@ class ServerRollouts:
     def __init__(self, server, sync_dir: str | Path, reload=None):
         self.server, self.sync_dir = server, Path(sync_dir)
         self.reload = reload or self.update_weights_from_disk
-        self.syncs = 0
 
     def update_weights_from_disk(self, path: Path) -> None:
         import httpx
@@ -346,7 +345,6 @@ class ServerRollouts:
         model.save_pretrained(str(self.sync_dir))
         tokenizer.save_pretrained(str(self.sync_dir))
         self.reload(self.sync_dir)
-        self.syncs += 1
         return self.server.backend(concurrency=max_batch, context_window=int(model.config.max_position_embeddings))
 
 
@@ -381,7 +379,8 @@ def grpo_step(model, tokenizer, optimizer, problems: list[Problem], config: GRPO
                       temperature=config.temperature, seed=rollout_seed(config.seed, step), max_batch=config.max_batch,
                       rollouts=rollouts)
     rollout_s = time.perf_counter() - start
-    rewards = [reward_function(config)(r) for r in records]
+    reward = reward_function(config)
+    rewards = [reward(r) for r in records]
     advantages, signal = group_advantages(rewards, config.num_generations, config.scale_rewards)
     for record, reward, advantage in zip(records, rewards, advantages):
         record["reward"], record["advantage"] = reward, advantage
