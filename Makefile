@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROFILE ?= cpu
 EXTRAS ?= cpu,dev
 
-.PHONY: setup demo test test-fast bench bench-engine bench-grpo lab clean
+.PHONY: setup demo test test-fast reproduce bench bench-engine bench-grpo lab clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ test: setup
 
 test-fast: setup
 	APR_PROFILE=tiny $(BIN)/python -m pytest tests
+
+# The paper's three claims with seeds and intervals (resumable; data/results/ for the cpu profile)
+reproduce: setup
+	$(BIN)/python -m apr_mini reproduce --profile $(PROFILE)
 
 bench: setup
 	$(BIN)/python benchmarks/bench_demonstrations.py

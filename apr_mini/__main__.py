@@ -1,4 +1,4 @@
-"""Command line: ``python -m apr_mini {data,lengths,demo,sft,evaluate,infer,grpo,compare,solve} --help`` (also installed as ``apr-mini``).
+"""Command line: ``python -m apr_mini {data,lengths,demo,sft,evaluate,infer,grpo,reproduce,compare,solve} --help`` (also installed as ``apr-mini``).
 
 - ``data``: write a profile's problems, demonstrations and SFT rows (JSONL) with a manifest;
 - ``lengths``: the share of SoS+ and APR training rows that overflow each context window;
@@ -7,6 +7,7 @@
 - ``evaluate``: verified success of a checkpoint on held-out problems, without the parallel engine;
 - ``infer``: run held-out problems through the spawn/join engine (APR, SoS+, N samples), resumable;
 - ``grpo``: reinforcement learning (GRPO over spawn trees) from an SFT checkpoint, resumable;
+- ``reproduce``: the paper's three claims (context, compute, latency) with seeds and intervals, resumable;
 - ``compare``: the paired accuracy difference of two runs' records on the same problems;
 - ``solve``: solve one Countdown problem exactly, e.g. ``python -m apr_mini solve 24 32 84 26 59``.
 """
@@ -27,9 +28,13 @@ def _profile_from(args):
     data = profile.data
     changes = {k: v for k, v in {"n_train": args.n_train, "n_val": args.n_val, "seed": args.seed}.items()
                if v is not None}
+    from dataclasses import replace
     if changes:
-        from dataclasses import replace
         profile = profile.replace(data=replace(data, **changes))
+    if args.budget_prefixes:
+        profile = profile.replace(demo=replace(profile.demo, condition="sub_calls", sosp_token_budget=True,
+                                               token_budget_step=args.token_budget_step
+                                               or profile.demo.token_budget_step))
     return profile
 
 
@@ -40,6 +45,11 @@ def _add_data_args(parser):
     parser.add_argument("--seed", type=int, help="data seed (default: the profile's)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--budget-prefixes", action="store_true",
+                        help="write the paper's budget prefixes: 'Sub Call Budget: N' on APR trees (children "
+                             "spawned), 'Token Budget: N' on SoS+ traces (their tokens, rounded up)")
+    parser.add_argument("--token-budget-step", type=int, help="round token budgets up to a multiple of this "
+                        "(default: the profile's)")
 
 
 def cmd_data(args) -> dict:
@@ -92,7 +102,7 @@ def cmd_sft(args) -> None:
     data = Path(args.data or f"runs/{profile.name}/data")
     run = SFTRun(kind=args.kind, model=args.model or profile.name, max_tokens=args.max_tokens, lr=args.lr,
                  seed=args.seed, eval_every=args.eval_every, eval_problems=args.eval_problems, threads=args.threads,
-                 keep=args.keep)
+                 keep=args.keep, init=args.init)
     val = load_problems(data / "problems_val.jsonl")
     out = args.out or f"runs/{profile.name}/sft-{args.kind}"
     command = "python -m apr_mini " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -202,9 +212,37 @@ def cmd_grpo(args) -> None:
               f"{v['before']['children']} -> {v['after']['children']}")
 
 
+def cmd_reproduce(args) -> None:
+    from .config import get_reproduce_config
+    from .results import claims_markdown, reproduce
+
+    if args.threads < 0:
+        raise UserFacingError(f"--threads must be 0 or more, got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    config = get_reproduce_config(args.profile, out=args.out, records=args.records, n_problems=args.n)
+    command = "python -m apr_mini " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    summary = reproduce(config, progress=not args.no_progress, command=command, latency=not args.no_latency)
+    print(claims_markdown(summary))
+    saving = summary["claims"]["compute_saving"]
+    if saving:
+        target = saving["sosp_pass_at_k"]
+        if saving["apr_point"]:
+            print(f"At SoS+ pass@{saving['k']}'s accuracy ({target['accuracy']:.1%}, {target['total_tokens']:,.0f} tokens) "
+                  f"APR needs {saving['saving_percent']:.1f}% less compute ({saving['apr_point']['name']}); paper: 57.4% less")
+        else:
+            print(f"No APR point reaches SoS+ pass@{saving['k']}'s accuracy ({target['accuracy']:.1%}); "
+                  f"APR's best is {saving['apr_best']['accuracy']:.1%} ({saving['apr_best']['name']})")
+    if summary["missing"]:
+        print("missing (not evaluated): " + ", ".join(summary["missing"]))
+    print(f"wrote {config.out}/summary.json and figures; records in {config.records}/")
+
+
 def cmd_compare(args) -> None:
     from .data import read_jsonl
-    from .inference import paired_difference
+    from .stats import paired_difference
 
     for path in (args.first, args.second):
         if not Path(path).exists():
@@ -255,6 +293,8 @@ def main(argv=None) -> None:
     sft.add_argument("--max-tokens", type=int, default=20_000_000, help="training budget in tokens")
     sft.add_argument("--lr", type=float, default=3e-3)
     sft.add_argument("--seed", type=int, default=0)
+    sft.add_argument("--init", help="continue from this checkpoint's weights (e.g. data/cpu-apr) instead of a "
+                     "fresh model, for example on data written with --budget-prefixes")
     sft.add_argument("--keep", choices=["all", "solved"], default="all", help="which demonstrations to train on")
     sft.add_argument("--eval-every", type=int, default=2000, help="steps between learning-curve points")
     sft.add_argument("--eval-problems", type=int, default=100)
@@ -319,6 +359,17 @@ def main(argv=None) -> None:
     rl.add_argument("--ship-val", type=int, default=200, help="validation problems to evaluate when shipping")
     rl.add_argument("--no-progress", action="store_true")
     rl.set_defaults(fn=cmd_grpo)
+    rep = sub.add_parser("reproduce", help="the paper's three claims: every evaluation through the engine "
+                                           "(resumable), then summary.json and figures")
+    rep.add_argument("--profile", choices=sorted(PROFILES), help="default: $APR_PROFILE or cpu")
+    rep.add_argument("--n", type=int, help="problems per point (default: the profile's)")
+    rep.add_argument("--out", help="results folder (default: the profile's, data/results for cpu)")
+    rep.add_argument("--records", help="records folder (default: runs/reproduce/<profile>)")
+    rep.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    rep.add_argument("--no-latency", action="store_true", help="leave out the timed rounds (claim 3), which need "
+                     "the machine to themselves; a later run without this flag adds them")
+    rep.add_argument("--no-progress", action="store_true")
+    rep.set_defaults(fn=cmd_reproduce)
     compare = sub.add_parser("compare", help="paired accuracy difference of two records files (infer or grpo --ship)")
     compare.add_argument("first", help="records JSONL, e.g. data/cpu-sosp-grpo/eval_after.jsonl")
     compare.add_argument("second", help="records JSONL on the same problems")

@@ -66,6 +66,8 @@ class DemoConfig:
     max_spawn_depth: int = 1  # reference: 1 (children never spawn); 2+ gives nested spawns
     # Optional conditioning prefix on APR demonstrations: None, "sub_calls" or "tokens"
     condition: str | None = None
+    # Write "Token Budget: N" (the trace's own tokens, rounded up) on SoS+ demonstrations (paper section 5.2)
+    sosp_token_budget: bool = False
     token_budget_step: int = 512  # token budgets are rounded up to a multiple of this
 
 
@@ -99,7 +101,7 @@ PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         name="tiny",
         task=TaskConfig(n_numbers=3, min_number=1, max_number=12, min_target=10, max_target=36),
-        demo=DemoConfig(sosp_max_beam=3, apr_max_beam=4, apr_max_sub_beam=6),
+        demo=DemoConfig(sosp_max_beam=3, apr_max_beam=4, apr_max_sub_beam=6, token_budget_step=128),
         data=DataConfig(n_train=200, n_val=50),
     ),
     "cpu": Profile(
@@ -107,7 +109,9 @@ PROFILES: dict[str, Profile] = {
         task=TaskConfig(n_numbers=3, min_number=1, max_number=12, min_target=10, max_target=36),
         # Wider beams than the reference's 1..5 / 1..6: the solver solves 80% (SoS+) and 77% (APR) of
         # this task instead of 63% and 67%, and a model can only imitate what the solver shows it.
-        demo=DemoConfig(sosp_min_beam=3, sosp_max_beam=8, apr_min_beam=3, apr_max_beam=6, apr_max_sub_beam=10),
+        # Token budgets step by 128: this task's traces are 200-1,300 tokens (the paper's step, 512, suits 4k)
+        demo=DemoConfig(sosp_min_beam=3, sosp_max_beam=8, apr_min_beam=3, apr_max_beam=6, apr_max_sub_beam=10,
+                        token_budget_step=128),
         # This task has only 1,934 distinct solvable problems: use most of them, many traces each.
         data=DataConfig(n_train=1500, n_val=200, traces_per_problem=16),
     ),
@@ -189,6 +193,81 @@ GRPO_PRESETS: dict[str, GRPOConfig] = {
 def get_grpo_config(name: str | None = None, **changes) -> GRPOConfig:
     """The GRPO preset of profile ``name`` (default ``$APR_PROFILE`` or cpu), with ``changes``."""
     base = GRPO_PRESETS[get_profile(name).name]
+    return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class ReproduceConfig:
+    """What ``python -m apr_mini reproduce`` evaluates (:mod:`apr_mini.results`). Each model role is
+    a tuple of checkpoints, one per training seed; a checkpoint that is not there is left out and
+    reported as missing, so the figures show what exists and say what does not."""
+
+    problems: str = "data/countdown-cpu/problems_val.jsonl"
+    n_problems: int = 200
+    sosp_sft: tuple[str, ...] = ("data/cpu-sosp", "data/seeds/cpu-sosp-seed1", "data/seeds/cpu-sosp-seed2")
+    apr_sft: tuple[str, ...] = ("data/cpu-apr", "data/seeds/cpu-apr-seed1", "data/seeds/cpu-apr-seed2")
+    sosp_grpo: tuple[str, ...] = ("data/cpu-sosp-grpo",)
+    apr_grpo: tuple[str, ...] = ("data/cpu-apr-grpo",)
+    sosp_budget: tuple[str, ...] = ("data/cpu-sosp-budget",)   # trained on "Token Budget: N" traces
+    apr_budget: tuple[str, ...] = ("data/cpu-apr-budget",)     # trained on "Sub Call Budget: N" trees
+    windows: tuple[int, ...] = (384, 512, 640, 768)    # context windows; the largest is the models' own
+    derivation_window: int = 512       # one real SoS+ run here checks the windows derived from the largest
+    token_budgets: tuple[int, ...] = (384, 512, 640, 768)
+    sub_call_budgets: tuple[int, ...] = (3, 4, 5, 6)   # what the demonstrations spawn (3..6 children)
+    ks: tuple[int, ...] = (1, 2, 4, 8)  # samples per problem for pass@k and majority@k
+    sample_seeds: int = 3              # SFT seeds whose k-sample runs are made (each costs max(ks) greedy runs)
+    temperature: float = 1.0           # for the k samples
+    latency_problems: int = 20         # timed one problem at a time, the paper's setting
+    latency_rounds: int = 3            # back-to-back rounds, methods alternating, medians reported
+    bootstrap: int = 2000
+    max_batch: int = 64
+    out: str = "data/results"          # summary.json and the figures
+    records: str = "runs/reproduce/cpu"  # every run's records (resumable JSONL)
+
+    def __post_init__(self):
+        for name in ("n_problems", "sample_seeds", "latency_problems", "latency_rounds", "bootstrap", "max_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.windows or min(self.windows) < 16 or self.derivation_window not in self.windows[:-1]:
+            raise ValueError("windows must be sorted token counts >= 16, and derivation_window one of the smaller ones")
+        if list(self.windows) != sorted(set(self.windows)) or min(self.ks) != 1 or self.temperature <= 0:
+            raise ValueError("windows must be sorted and distinct, ks must start at 1, temperature must be > 0")
+
+    def at(self, root: str | os.PathLike) -> "ReproduceConfig":
+        """The same configuration with its relative paths under ``root`` (a notebook runs in notebooks/)."""
+        def move(path: str) -> str:
+            return path if os.path.isabs(path) else os.path.join(root, path)
+
+        paths = {name: move(getattr(self, name)) for name in ("problems", "out", "records")}
+        models = {role: tuple(move(c) for c in getattr(self, role))
+                  for role in ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo", "sosp_budget", "apr_budget")}
+        return dataclasses.replace(self, **paths, **models)
+
+
+REPRODUCE_PRESETS: dict[str, ReproduceConfig] = {
+    # A miniature for tests and notebook 06: the tiny models (trained on the cpu task, not yet solving it)
+    # stand in for every role, so the plumbing runs end to end in about a minute; its numbers mean nothing.
+    "tiny": ReproduceConfig(n_problems=4, sosp_sft=("data/tiny-sosp",), apr_sft=("data/tiny-apr",),
+                            sosp_grpo=(), apr_grpo=(), sosp_budget=("data/tiny-sosp",),
+                            apr_budget=("data/tiny-apr",), windows=(256, 384), derivation_window=256,
+                            token_budgets=(256, 384), sub_call_budgets=(2, 4), ks=(1, 2), sample_seeds=1,
+                            latency_problems=2, latency_rounds=2, bootstrap=200, out="runs/reproduce/tiny/results",
+                            records="runs/reproduce/tiny"),
+    "cpu": ReproduceConfig(),
+    # The paper's scale: models a gpu-profile run ships there (none are committed)
+    "gpu": ReproduceConfig(problems="runs/gpu/data/problems_val.jsonl", n_problems=1000,
+                           sosp_sft=("runs/gpu/sosp",), apr_sft=("runs/gpu/apr",), sosp_grpo=("runs/gpu/sosp-grpo",),
+                           apr_grpo=("runs/gpu/apr-grpo",), sosp_budget=("runs/gpu/sosp-budget",),
+                           apr_budget=("runs/gpu/apr-budget",), windows=(1024, 2048, 3072, 4096),
+                           derivation_window=2048, token_budgets=(1024, 2048, 3072, 4096),
+                           sub_call_budgets=(2, 4, 6, 8, 10), sample_seeds=1, out="runs/gpu/results",
+                           records="runs/reproduce/gpu"),
+}
+
+
+def get_reproduce_config(name: str | None = None, **changes) -> ReproduceConfig:
+    """The reproduction preset of profile ``name`` (default ``$APR_PROFILE`` or cpu), with ``changes``."""
+    base = REPRODUCE_PRESETS[get_profile(name).name]
     return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 

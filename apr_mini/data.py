@@ -155,7 +155,7 @@ def sft_rows_sosp(demos: list[dict]) -> Iterator[dict]:
     """One row per problem: the root prompt, then the whole SoS+ trace."""
     for row in demos:
         trace = row["sosp"]["trace"]
-        prompt = tl.root_prompt(row["target"], row["nums"])
+        prompt = tl.root_prompt(row["target"], row["nums"], tl.leading_condition(trace))
         yield {"id": row["id"], "prompt": prompt, "completion": trace[len(prompt):], "solved": row["sosp"]["solved"]}
 
 

@@ -289,6 +289,12 @@ def condition_tree(tree: dict, kind: str | None, *, token_budget_step: int = 512
     return prefix_tree(tree, tl.condition_prefix(kind, budget), children_too=True)
 
 
+def condition_sosp(trace: str, token_budget_step: int = 512, count=tl.count_tokens) -> str:
+    """A SoS+ trace with ``Token Budget: <its tokens rounded up>`` before ``Moving to Node #0``."""
+    budget = math.ceil(count(trace) / token_budget_step) * token_budget_step
+    return tl.condition_prefix("tokens", budget) + trace
+
+
 def demonstrate(problem: Problem, demo: DemoConfig, rng: random.Random) -> dict:
     """One problem's SoS+ trace and APR tree, with randomly drawn beams (recorded in the row)."""
     sosp_beam = rng.randint(demo.sosp_min_beam, demo.sosp_max_beam)
@@ -299,6 +305,8 @@ def demonstrate(problem: Problem, demo: DemoConfig, rng: random.Random) -> dict:
     tree = apr_tree(problem, beam=beam, sub_beam=sub_beam, spawn_probability=demo.spawn_probability,
                     max_depth=demo.max_spawn_depth, heuristic=demo.heuristic, rng=rng)
     tree = condition_tree(tree, demo.condition, token_budget_step=demo.token_budget_step)
+    if demo.sosp_token_budget:
+        sosp = condition_sosp(sosp, demo.token_budget_step)
     sosp_result = tl.extract_result(sosp)
     apr_result = tl.extract_result(tree["main_calls"][-1])
     return {

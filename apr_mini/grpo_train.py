@@ -153,7 +153,8 @@ def ship(run_dir: str | Path, dest: str | Path, val_problems: list[Problem], *, 
     source SFT model and the GRPO model greedily through the engine on the same ``val_problems``:
     ``metrics.json`` gets both summaries and the paired difference of their accuracies; the records
     go to ``dest/eval_before.jsonl`` and ``dest/eval_after.jsonl``."""
-    from .inference import EvalSettings, open_backend, paired_difference, run_eval, summarize
+    from .inference import EvalSettings, open_backend, run_eval, summarize
+    from .stats import paired_difference
 
     run_dir, dest = Path(run_dir), Path(dest)
     trained = json.loads((run_dir / "metrics.json").read_text())

@@ -71,9 +71,9 @@ def run_eval(backend: Backend, problems: list[Problem], out: str | Path, setting
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta_path = out.with_suffix(".settings.json")
-    meta = {"settings": settings.to_dict(), "model": model, "problems": [p.to_dict() for p in problems]}
+    meta = _run_meta(problems, settings, model)
     if meta_path.exists() and out.exists():
-        if json.loads(meta_path.read_text()) != json.loads(json.dumps(meta)):
+        if json.loads(meta_path.read_text()) != meta:
             raise ResumeMismatch(f"{out} was started with other settings or problems ({meta_path}); "
                                  "pass another output path or delete both files to start over")
     else:
@@ -90,6 +90,20 @@ def run_eval(backend: Backend, problems: list[Problem], out: str | Path, setting
             sink.flush()
             bar.update()
     return sorted(read_jsonl(out), key=lambda r: (r["id"], r["sample"]))
+
+
+def _run_meta(problems: list[Problem], settings: EvalSettings, model: str) -> dict:
+    return json.loads(json.dumps({"settings": settings.to_dict(), "model": model, "problems": [p.to_dict() for p in problems]}))
+
+
+def run_is_complete(out: str | Path, problems: list[Problem], settings: EvalSettings = EvalSettings(),
+                    model: str = "") -> bool:
+    """Whether :func:`run_eval` with these arguments would have nothing left to do."""
+    out = Path(out)
+    meta_path = out.with_suffix(".settings.json")
+    if not (out.exists() and meta_path.exists()) or json.loads(meta_path.read_text()) != _run_meta(problems, settings, model):
+        return False
+    return len({(r["id"], r["sample"]) for r in read_jsonl(out)}) == len(problems) * settings.samples
 
 
 def checkpoint_fingerprint(checkpoint: str | Path) -> str:
@@ -112,22 +126,23 @@ def solution_key(result: str | None) -> str | None:
     return ";".join(map(str, steps)) if reached and steps else None
 
 
-def summarize(records: list[dict]) -> dict:
-    """Accuracy and cost of a run. With several samples per problem: ``accuracy`` is the first
-    sample's, ``pass_at_n`` whether any sample verified, ``majority`` whether the most common
-    solution verified (ties: the first to appear); costs are per problem, summed over samples."""
+def problem_rows(records: list[dict]) -> list[dict]:
+    """One row per problem (in order of id): its first sample's ``accuracy``, ``pass_at_n`` (any
+    sample verified), ``majority`` (the most common solution verified; ties: the first to appear) and
+    costs summed (tokens) or maxed (sequences, latency) over its samples."""
     by_problem: dict[int, list[dict]] = {}
     for record in records:
         by_problem.setdefault(record["id"], []).append(record)
     rows = []
-    for samples in by_problem.values():
+    for problem, samples in sorted(by_problem.items()):
         samples.sort(key=lambda r: r["sample"])
         votes = Counter(k for k in (solution_key(r["result"]) for r in samples) if k is not None)
         winner = votes.most_common(1)[0][0] if votes else None
         majority = any(r["verified"] for r in samples if winner is not None and solution_key(r["result"]) == winner)
         metrics = [r["metrics"] for r in samples]
         rows.append({
-            "accuracy": samples[0]["verified"], "pass_at_n": any(r["verified"] for r in samples), "majority": majority,
+            "id": problem, "accuracy": samples[0]["verified"], "pass_at_n": any(r["verified"] for r in samples),
+            "majority": majority,
             "total_tokens": sum(m["total_tokens"] for m in metrics),
             "longest_sequence": max(m["longest_sequence"] for m in metrics),
             "critical_path": max(m["critical_path"] for m in metrics),
@@ -138,11 +153,19 @@ def summarize(records: list[dict]) -> dict:
             "decode_tokens": sum(m["decode_tokens"] for m in metrics),
             "failed_threads": sum(len(m["failures"]) for m in metrics),
         })
+    return rows
+
+
+def summarize(records: list[dict]) -> dict:
+    """Accuracy and cost of a run, the mean of :func:`problem_rows`. With several samples per
+    problem, ``accuracy`` is the first sample's; costs are per problem, summed over samples."""
+    rows = problem_rows(records)
     if not rows:
         return {"problems": 0}
     summary = {"problems": len(rows), "samples": len(records) // len(rows)}
     for name in rows[0]:
-        summary[name] = round(mean(float(r[name]) for r in rows), 4)
+        if name != "id":
+            summary[name] = round(mean(float(r[name]) for r in rows), 4)
     summary["spawn_depth"] = max(r["spawn_depth"] for r in rows)
     return summary
 
@@ -163,22 +186,6 @@ def evaluate_model(model, tokenizer, problems: list[Problem], *, method: str = "
     return records, summarize(records)
 
 
-def paired_difference(before: list[dict], after: list[dict]) -> dict:
-    """Accuracy after minus before on the same problems (first samples, matched by id), with the
-    standard error of the mean per-problem difference and its normal 95% interval."""
-    first = {r["id"]: float(r["verified"]) for r in before if r.get("sample", 0) == 0}
-    pairs = [(first[r["id"]], float(r["verified"])) for r in after if r.get("sample", 0) == 0 and r["id"] in first]
-    n = len(pairs)
-    if n < 2:
-        raise ValueError(f"a paired difference needs at least 2 shared problems, got {n}")
-    diffs = [b - a for a, b in pairs]
-    d = mean(diffs)
-    se = (sum((x - d) ** 2 for x in diffs) / (n - 1) / n) ** 0.5
-    return {"n": n, "before": round(mean(a for a, _ in pairs), 4), "after": round(mean(b for _, b in pairs), 4),
-            "difference": round(d, 4), "se": round(se, 4), "ci95": [round(d - 1.96 * se, 4), round(d + 1.96 * se, 4)],
-            "gained": sum(b > a for a, b in pairs), "lost": sum(b < a for a, b in pairs)}
-
-
 def smaller_contexts(records: list[dict], windows) -> dict[int, dict]:
     """For each context window: ``verified``, the share of problems whose first sample verified with
     every sequence inside the window (what the same model scores with that smaller context), and
@@ -187,14 +194,19 @@ def smaller_contexts(records: list[dict], windows) -> dict[int, dict]:
     window is the same trace up to there) and a lower bound for APR (with less room a cut-off child
     fails, and its parent may still solve the problem)."""
     first = [r for r in records if r["sample"] == 0]
-
-    def fits(record: dict, window: int) -> bool:  # + 1: BOS takes a place in the context too
-        metrics = record["metrics"]
-        return metrics["longest_sequence"] + 1 <= window and CONTEXT_FULL not in metrics["failures"]
-
     n = max(1, len(first))
-    return {w: {"verified": sum(r["verified"] and fits(r, w) for r in first) / n,
-                "longer": sum(not fits(r, w) for r in first) / n} for w in windows}
+    return {w: {"verified": sum(r["verified"] and fits_window(r, w) for r in first) / n,
+                "longer": sum(not fits_window(r, w) for r in first) / n} for w in windows}
+
+
+def fits_window(record: dict, window: int) -> bool:
+    """Whether every call of a finished problem fits a context window and none was cut off by the
+    run's own context. A call takes its prompt, BOS and new tokens (EOS included, when the backend
+    samples one) as the backend counted them, which is what a run with that window would have room for."""
+    if CONTEXT_FULL in record["metrics"]["failures"]:
+        return False
+    return all(call["prompt_tokens"] + call["new_tokens"] <= window
+               for thread in tl.iter_threads(record["tree"]) for call in thread.get("calls", []))
 
 
 def summary_table(summaries: dict[str, dict]) -> str:

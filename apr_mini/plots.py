@@ -131,3 +131,80 @@ def grpo_curves_figure(curves: dict[str, list[dict]], title: str = "GRPO learnin
     fig.update_xaxes(title_text="step")
     fig.update_layout(title=title, height=560)
     return fig
+
+
+def _error_y(points: list[dict]) -> dict:
+    return {"type": "data", "symmetric": False, "array": [p["ci95"][1] - p["accuracy"] for p in points],
+            "arrayminus": [p["accuracy"] - p["ci95"][0] for p in points], "thickness": 1}
+
+
+def _series_figure(groups: dict[str, list[dict]], x_key: str, title: str, x_title: str, *, log_x: bool = False,
+                   seeds: bool = True) -> go.Figure:
+    """Accuracy (95% interval over problems and seeds) against ``x_key``, one line per series,
+    coloured by method; each seed's own accuracy as a faint dot."""
+    fig = go.Figure()
+    dashes: dict[str | None, int] = {}
+    for name, points in groups.items():
+        points = sorted(points, key=lambda p: p[x_key])
+        color = method_color(name)
+        n = dashes[color] = dashes.get(color, -1) + 1
+        hover = [f"{name} · {p['name']}: {p['accuracy']:.1%} ({p['ci95'][0]:.1%}-{p['ci95'][1]:.1%}), "
+                 f"n={p['n']}, {p['seeds']} seed(s)" + (" · derived" if p.get("derived") else "") for p in points]
+        fig.add_trace(go.Scatter(x=[p[x_key] for p in points], y=[p["accuracy"] for p in points], name=name,
+                                 mode="lines+markers", error_y=_error_y(points), hovertext=hover, hoverinfo="text",
+                                 line={"color": color, "dash": ["solid", "dash", "dot", "dashdot", "longdash"][n % 5]},
+                                 marker={"symbol": ["circle", "square", "diamond", "triangle-up", "x"][n % 5], "size": 8}))
+        spread = [(p[x_key], a) for p in points if p["seeds"] > 1 for a in p["seed_accuracies"]]
+        if seeds and spread:
+            fig.add_trace(go.Scatter(x=[x for x, _ in spread], y=[a for _, a in spread], mode="markers",
+                                     name=f"{name}: each seed", legendgroup=name, showlegend=False,
+                                     marker={"color": color, "opacity": 0.35, "size": 5}, hoverinfo="skip"))
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title="accuracy (verified)", yaxis_tickformat=".0%",
+                      yaxis_range=[0, 1], height=440, legend={"orientation": "h", "y": -0.2})
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig
+
+
+def claim_figures(summary: dict) -> dict[str, go.Figure]:
+    """The reproduction's figures (:func:`apr_mini.results.reproduce`): accuracy against the context
+    window, total tokens and latency, and how well the budget-conditioned models obey their budget."""
+    by_series: dict[str, dict[str, list[dict]]] = {"context": {}, "compute": {}, "latency": {}}
+    for claim in by_series:
+        for p in summary[claim]:
+            by_series[claim].setdefault(p.get("series", p["label"]), []).append(p)
+    figures = {
+        "context": _series_figure(by_series["context"], "window", "Claim 1: accuracy within a context window",
+                                  "context window (tokens); SoS+ smaller windows derived from its full run"),
+        "compute": _series_figure(by_series["compute"], "total_tokens", "Claim 2: accuracy against total tokens",
+                                  "total tokens per problem (all threads, all samples)", log_x=True),
+    }
+    if summary["latency"]:
+        fig = _series_figure(by_series["latency"], "latency_alone_s", "Claim 3: accuracy against latency",
+                             "seconds per problem, alone on the machine (median of rounds)", seeds=False)
+        floor = [p for p in summary["latency"] if p["method"] == "apr"]
+        fig.add_trace(go.Scatter(x=[p["floor_s"] for p in floor], y=[p["accuracy"] for p in floor], mode="markers",
+                                 name="APR critical-path floor", marker={"color": METHOD_COLORS["APR"],
+                                                                          "symbol": "line-ns-open", "size": 14},
+                                 hovertext=[f"{p['name']}: critical path x single-stream time per token = "
+                                            f"{p['floor_s']:.2f} s" for p in floor], hoverinfo="text"))
+        figures["latency"] = fig
+    budget = [p for p in summary["compute"] if "budget" in p]
+    if budget:
+        from plotly.subplots import make_subplots
+
+        panels = (("SoS+ token budget", "total_tokens", "tokens per problem"),
+                  ("APR sub-call budget", "children", "children per problem"))
+        fig = make_subplots(rows=1, cols=2, subplot_titles=[label for label, _, _ in panels])
+        for col, (label, measure, unit) in enumerate(panels, start=1):
+            points = sorted((p for p in budget if p["label"] == label), key=lambda p: p["budget"])
+            xs = [p["budget"] for p in points]
+            fig.add_trace(go.Scatter(x=xs, y=[p[measure] for p in points], mode="lines+markers", name=f"{label}: used",
+                                     line={"color": method_color(label)}), row=1, col=col)
+            fig.add_trace(go.Scatter(x=xs, y=xs, mode="lines", name="asked (the budget itself)", showlegend=col == 1,
+                                     line={"color": "grey", "dash": "dot"}), row=1, col=col)
+            fig.update_xaxes(title_text="budget in the prompt", row=1, col=col)
+            fig.update_yaxes(title_text=unit, row=1, col=col)
+        fig.update_layout(title="Do the budget-conditioned models obey their budget?", height=380)
+        figures["budgets"] = fig
+    return figures

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import trace_language as tl
+from .config import UserFacingError
 from .countdown import Problem, is_solvable
 from .data import read_jsonl
 from .generation import generate
@@ -59,6 +60,7 @@ class SFTRun:
     save_every: int = 250
     threads: int = 0                    # torch threads (0: leave as is)
     numbers: str = "digits"             # the tokenizer's number scheme (apr_mini.tokenizer.NUMBER_SCHEMES)
+    init: str | None = None             # continue from this checkpoint's weights instead of a fresh model
 
 
 def load_rows(data_dir: str | Path, kind: str, keep: str = "all") -> list[dict]:
@@ -175,7 +177,14 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
             return finished
     tokenizer = build_tokenizer(run.numbers)
     dataset, report = tokenize_rows(load_rows(data_dir, run.kind, run.keep), tokenizer, context, run.seed)
-    model = build_model(run.model, tokenizer, seed=run.seed)
+    if run.init:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(run.init)
+        if model.config.vocab_size != len(tokenizer) or model.config.max_position_embeddings != context:
+            raise UserFacingError(f"{run.init} is not a {run.model!r} model with the {run.numbers!r} tokenizer")
+    else:
+        model = build_model(run.model, tokenizer, seed=run.seed)
     if run.packing:
         use_packed_attention(model)
     curve_path = out / "curve.jsonl"
@@ -236,7 +245,8 @@ def ship(run_dir: str | Path, data_dir: str | Path, dest: str | Path, *, kind: s
     for item in (run_dir / "final").iterdir():
         if item.suffix != ".bin":  # training_args.bin is a pickle: not part of a checkpoint
             shutil.copy(item, dest / item.name)
-    shutil.copy(run_dir / "curve.jsonl", dest / "curve.jsonl")
+    if (run_dir / "curve.jsonl").exists():  # a run with --eval-problems 0 has no learning curve
+        shutil.copy(run_dir / "curve.jsonl", dest / "curve.jsonl")
     val_rows = read_jsonl(data_dir / "problems_val.jsonl")[:n_val]
     (dest / "problems_val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in val_rows))
     validation = evaluate_checkpoint(dest, [Problem.from_dict(r) for r in val_rows], kind=kind)

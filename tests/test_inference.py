@@ -82,7 +82,8 @@ def test_a_run_is_not_resumed_with_another_model(demos, tmp_path):
 def record(pid, sample, result, verified, tokens=10):
     metrics = {"total_tokens": tokens, "longest_sequence": tokens, "critical_path": tokens, "n_threads": 1,
                "spawn_depth": 0, "latency_s": 0.1, "prefill_tokens": 5, "decode_tokens": tokens, "failures": []}
-    return {"id": pid, "sample": sample, "result": result, "verified": verified, "metrics": metrics}
+    tree = {"main_calls": ["..."], "sub_calls": [], "calls": [{"prompt_tokens": 1, "new_tokens": tokens}]}  # BOS + tokens
+    return {"id": pid, "sample": sample, "result": result, "verified": verified, "metrics": metrics, "tree": tree}
 
 
 def test_summary_reports_first_sample_pass_at_n_and_majority_vote():
@@ -138,7 +139,7 @@ def test_infer_default_output_keeps_greedy_and_sampled_runs_apart(tmp_path, monk
 
 def test_paired_difference_on_hand_made_records(tmp_path, capsys):
     from apr_mini.__main__ import main
-    from apr_mini.inference import paired_difference
+    from apr_mini.stats import paired_difference
 
     before = [{"id": i, "sample": 0, "verified": v} for i, v in enumerate([1, 0, 0, 1, 0])]
     after = [{"id": i, "sample": 0, "verified": v} for i, v in enumerate([1, 1, 0, 1, 1])] + [{"id": 9, "verified": 1}]

@@ -1,0 +1,162 @@
+"""The reproduction of the paper's three claims: statistics, derived points, resume and the summary."""
+
+import json
+import random
+
+import pytest
+
+from apr_mini import results
+from apr_mini.config import get_reproduce_config
+from apr_mini.countdown import problem_chunk
+from apr_mini.demonstrations import sosp_trace
+from apr_mini.engine import CONTEXT_FULL, Limits, ScriptedBackend, scripted_from_trees
+from apr_mini.inference import fits_window
+from apr_mini.stats import bootstrap_difference, bootstrap_mean
+from test_engine import TASK
+
+
+def test_bootstrap_mean_covers_problems_and_seeds():
+    one_seed = bootstrap_mean([[1, 0] * 50], rounds=500)
+    assert one_seed["mean"] == 0.5 and one_seed["n"] == 100 and one_seed["seed_sd"] is None
+    low, high = one_seed["ci95"]
+    assert 0.38 < low < 0.45 and 0.55 < high < 0.62  # about 1.96 x sqrt(0.25 / 100) = 0.098 each side
+    same = bootstrap_mean([[1, 1, 0, 0]] * 3, rounds=200)
+    assert same["seeds"] == [0.5, 0.5, 0.5] and same["seed_sd"] == 0.0
+    spread = bootstrap_mean([[1] * 40, [0] * 40, [1] * 20 + [0] * 20], rounds=500)
+    assert spread["mean"] == 0.5 and spread["seed_sd"] == 0.5
+    assert spread["ci95"][1] - spread["ci95"][0] > 0.4  # seeds that disagree widen the interval
+    assert bootstrap_mean([[1, 1, 1]], rounds=50)["ci95"] == [1.0, 1.0]
+    with pytest.raises(ValueError):
+        bootstrap_mean([])
+
+
+def test_bootstrap_difference_is_paired_over_problems():
+    a = [[1] * 60 + [0] * 40]
+    assert bootstrap_difference(a, a, rounds=200) == {"difference": 0.0, "ci95": [0.0, 0.0], "n": 100,
+                                                               "within_noise": True}
+    better = [[1] * 80 + [0] * 20]  # solves every problem `a` does, and 20 more
+    diff = bootstrap_difference(better, a, rounds=500)
+    assert diff["difference"] == 0.2 and diff["ci95"][0] > 0.1 and not diff["within_noise"]
+    noisy = bootstrap_difference([[1, 0] * 50], [[0, 1] * 50], rounds=500)
+    assert noisy["within_noise"]
+    with pytest.raises(ValueError, match="same problems"):
+        bootstrap_difference([[1, 0]], [[1, 0, 1]])
+
+
+def test_windows_derived_from_a_full_sosp_run_equal_real_runs():
+    problems = problem_chunk(TASK, 12, "derive", 0, 12)
+    traces = [sosp_trace(p, beam=3, dive_probability=0.5, rng=random.Random(i)) for i, p in enumerate(problems)]
+    script = scripted_from_trees({"main_calls": [t], "sub_calls": []} for t in traces)
+    full = _run(script, problems, None)
+    lengths = sorted(r["metrics"]["longest_sequence"] for r in full)
+    for window in (lengths[3], lengths[3] + 1, lengths[6] + 1, lengths[-1] + 1):
+        real = _run(script, problems, window)
+        assert [fits_window(r, window) for r in full] == [CONTEXT_FULL not in r["metrics"]["failures"] for r in real]
+        assert [r["verified"] and fits_window(r, window) for r in full] == [r["verified"] for r in real]
+        assert 0 < sum(r["verified"] for r in full)
+
+
+def _run(script, problems, window):
+    from apr_mini.engine import Orchestrator
+
+    engine = Orchestrator(ScriptedBackend(script), Limits(max_depth=0, context=window))
+    return sorted(engine.run(enumerate(problems)), key=lambda r: r["id"])
+
+
+def test_derivation_holds_with_a_real_model_that_samples_eos():
+    """A real backend spends a token on EOS: the derived window must count it, as the run does."""
+    from apr_mini.inference import open_backend
+    from apr_mini.data import load_problems
+    from test_backends import CHECKPOINT
+    from apr_mini.engine import Orchestrator
+
+    problems = load_problems(CHECKPOINT.parent / "tiny-sosp" / "problems_val.jsonl")[:6]
+    backend = open_backend(CHECKPOINT.parent / "tiny-sosp")
+
+    def run(window):
+        engine = Orchestrator(backend, Limits(max_depth=0, context=window))
+        return sorted(engine.run(enumerate(problems)), key=lambda r: r["id"])
+
+    full = run(640)
+    ended = [r["metrics"]["longest_sequence"] for r in full if not r["metrics"]["failures"]]
+    assert ended, "the tiny model should end some traces with EOS"
+    for window in (max(ended) + 1, max(ended) + 2):  # the trace's text and BOS fit in both; its EOS only in the second
+        real = run(window)
+        assert [fits_window(r, window) for r in full] == [not r["metrics"]["failures"] for r in real]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reproduce")
+    config = get_reproduce_config("tiny", out=str(folder / "results"), records=str(folder / "records"), n_problems=4)
+    summary = results.reproduce(config, progress=False, command="test", figures=True)
+    return config, summary
+
+
+def test_summary_schema(tiny):
+    config, summary = tiny
+    assert set(summary) >= {"command", "config", "models", "missing", "paper", "claims", "derivation_check", "rl",
+                            "context", "compute", "latency", "seconds_this_session"}
+    assert json.loads((results.Path(config.out) / "summary.json").read_text())["command"] == "test"
+    for name in ("context", "compute", "latency", "budgets"):
+        assert (results.Path(config.out) / f"{name}.html").exists()
+    for point in summary["context"] + summary["compute"] + summary["latency"]:
+        assert {"role", "label", "method", "name", "stat", "accuracy", "ci95", "seed_accuracies", "n", "seeds",
+                "outcomes"} <= set(point)
+        assert point["n"] == 4 and len(point["outcomes"]) == point["seeds"]
+        assert point["ci95"][0] <= point["accuracy"] <= point["ci95"][1]
+    windows = {(p["role"], p["window"]): p for p in summary["context"]}
+    assert set(windows) == {(r, w) for r in ("sosp_sft", "apr_sft") for w in config.windows}
+    assert windows[("sosp_sft", 256)]["derived"] and not windows[("apr_sft", 256)]["derived"]
+    check = summary["derivation_check"]
+    assert check["window"] == 256 and check["agree"] == check["n"] == 4
+    series = {p["series"] for p in summary["compute"]}
+    assert {"SoS+ pass@k", "SoS+ majority@k", "APR majority@k", "SoS+ token budget", "APR sub-call budget"} <= series
+    for point in summary["latency"]:
+        assert point["latency_alone_s"] > 0 and point["floor_s"] > 0 and len(point["latency_rounds"]) == 2
+    assert [row["claim"] for row in summary["claims"]["rows"]] == ["context", "compute", "latency"]
+    assert "data/cpu-sosp" not in summary["missing"] and summary["missing"] == []
+    assert "| context |" in results.claims_markdown(summary)
+
+
+def test_reproduce_resumes_without_redoing_work(tiny, monkeypatch):
+    config, first = tiny
+    from apr_mini import inference
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a finished reproduction must not load a model again")
+
+    monkeypatch.setattr(inference, "open_backend", no_model)
+    again = results.reproduce(config, progress=False, command="test", figures=False)
+    assert again["context"] == first["context"] and again["compute"] == first["compute"]
+    monkeypatch.undo()
+    path = results.Path(config.records) / "apr_sft-seed0" / "window-384.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n")  # a run killed before its last problem
+    loads = []
+    real_open = inference.open_backend
+    monkeypatch.setattr(inference, "open_backend", lambda *a, **k: loads.append(a) or real_open(*a, **k))
+    resumed = results.reproduce(config, progress=False, command="test", figures=False)
+    assert len(loads) == 1 and len(path.read_text().splitlines()) == len(lines)
+    outcomes = lambda summary: [(p["name"], p["outcomes"], p.get("total_tokens")) for p in summary["context"]]
+    assert outcomes(resumed) == outcomes(first)  # the redone problem's latency may differ
+
+
+def test_missing_checkpoints_are_reported_not_fatal(tmp_path):
+    config = get_reproduce_config("tiny", out=str(tmp_path / "r"), records=str(tmp_path / "rec"), n_problems=2,
+                                  apr_budget=("data/no-such-model",), sosp_budget=(), ks=(1,), latency_rounds=1)
+    summary = results.reproduce(config, progress=False, figures=False)
+    assert summary["missing"] == ["data/no-such-model"]
+    assert not any(p["role"] == "apr_budget" for p in summary["compute"])
+    with pytest.raises(results.UserFacingError, match="SFT models"):
+        results.reproduce(get_reproduce_config("tiny", sosp_sft=("data/nothing",)), progress=False)
+
+
+def test_reproduce_command_prints_the_claims_table(tmp_path, capsys):
+    from apr_mini.__main__ import main
+
+    main(["reproduce", "--profile", "tiny", "--n", "2", "--out", str(tmp_path / "r"), "--records",
+          str(tmp_path / "rec"), "--no-progress", "--threads", "1"])
+    printed = capsys.readouterr().out
+    assert "| claim | paper: APR / SoS+ |" in printed and "summary.json" in printed
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["command"].startswith("python -m apr_mini")
