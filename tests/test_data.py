@@ -80,3 +80,22 @@ def test_cli_data_and_solve(tmp_path):
     run = subprocess.run([sys.executable, "-m", "apr_mini", "solve", "24", "32", "84", "26", "59"],
                          capture_output=True, text=True, check=True)
     assert "32+59=91, 84*26=2184, 2184/91=24" in run.stdout
+
+
+def test_budget_prefixes_label_each_demonstration_with_its_own_cost(tmp_path):
+    from dataclasses import replace
+
+    profile = TINY.replace(data=TINY.data.__class__(n_train=20, n_val=5, seed=2),
+                           demo=replace(TINY.demo, condition="sub_calls", sosp_token_budget=True))
+    build_dataset(profile, tmp_path, progress=False, command="test")
+    plain = tmp_path / "plain"
+    build_dataset(TINY.replace(data=profile.data), plain, progress=False, command="test")
+    step = profile.demo.token_budget_step
+    for labelled, bare in zip(read_jsonl(tmp_path / "sft_sosp_train.jsonl"), read_jsonl(plain / "sft_sosp_train.jsonl")):
+        budget = int(labelled["prompt"].split(" ")[2])
+        assert labelled["prompt"] == f"Token Budget: {budget} " + bare["prompt"]
+        assert labelled["completion"] == bare["completion"]  # the same search, labelled
+        assert budget % step == 0 and budget - step < tl.count_tokens(bare["prompt"] + bare["completion"]) <= budget
+    for demo in read_jsonl(tmp_path / "demos_train.jsonl"):
+        tree = demo["apr"]["trace_dict"]
+        assert tree["main_calls"][0].startswith(f"Sub Call Budget: {tl.tree_stats(tree).n_threads - 1} Moving")

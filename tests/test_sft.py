@@ -106,3 +106,25 @@ def test_packed_attention_matches_each_row_alone():
     torch.testing.assert_close(by_row, masked, atol=1e-5, rtol=1e-4)
     by_row.sum().backward()  # gradients flow through the per-row path
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_init_continues_from_a_checkpoint_and_refuses_another_model(tiny_data, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from apr_mini.config import UserFacingError
+
+    run = SFTRun(kind="sosp", model="tiny", max_tokens=2_000, eval_every=0, eval_problems=0, init="data/tiny-sosp")
+    train(run, tiny_data, tmp_path / "continued")
+    start = AutoModelForCausalLM.from_pretrained("data/tiny-sosp").state_dict()
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "continued" / "final").state_dict()
+    moved = [name for name in start if not torch.equal(start[name], after[name])]
+    fresh = SFTRun(kind="sosp", model="tiny", max_tokens=2_000, eval_every=0, eval_problems=0)
+    train(fresh, tiny_data, tmp_path / "fresh")
+    scratch = AutoModelForCausalLM.from_pretrained(tmp_path / "fresh" / "final").state_dict()
+    # trained a little from the checkpoint: far closer to it than a model trained from scratch
+    distance = lambda a: sum((a[n] - start[n]).norm() for n in start)
+    assert moved and distance(after) < distance(scratch) / 4
+    with pytest.raises(UserFacingError, match="not a 'cpu' model"):
+        train(SFTRun(kind="sosp", model="cpu", max_tokens=2_000, eval_problems=0, init="data/tiny-sosp"),
+              tiny_data, tmp_path / "wrong")
