@@ -39,6 +39,8 @@ from .countdown import Problem
 # Failures of a thread that runs out of room; inference.smaller_contexts looks for CONTEXT_FULL
 CONTEXT_FULL = "context window full"
 THREAD_LIMIT = "thread token limit reached"
+PROBLEM_LIMIT = "problem token budget spent"
+PROBLEM_BUDGET_PER_CONTEXT = 16  # default per-problem budget: this many context windows of new tokens
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,16 @@ class Limits:
     max_children: int = 16              # per spawn
     max_threads: int = 64               # per problem, root included
     max_thread_tokens: int | None = None  # new tokens per thread over all its calls (None: no limit)
+    max_problem_tokens: int | None = None  # new tokens over all threads of a problem (None: 16 contexts)
     context: int | None = None          # context window (None: the backend's)
+
+    def __post_init__(self):
+        for name in ("max_children", "max_threads", "max_thread_tokens", "max_problem_tokens", "context"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"Limits.{name} must be at least 1 (or None), got {value}")
+        if self.max_depth < 0:
+            raise ValueError(f"Limits.max_depth must be 0 or more, got {self.max_depth}")
 
 
 @dataclass(eq=False)
@@ -95,6 +106,7 @@ class Thread:
     children: list[list["Thread"]] = field(default_factory=list)
     stats: list[dict] = field(default_factory=list)      # per call: timing and token counts
     generated: int = 0
+    asked: int = 0                       # the new tokens the current call may take
     waiting_for: int = 0
     failure: str | None = None
     result: str | None = None
@@ -102,6 +114,16 @@ class Thread:
     @property
     def key(self) -> tuple[int, str]:
         return self.problem, self.name
+
+    @property
+    def root(self) -> "Thread":
+        return self if self.parent is None else self.parent.root
+
+    def problem_tokens(self) -> int:
+        """New tokens written so far by every thread of this thread's problem."""
+        def spent(thread: Thread) -> int:
+            return thread.generated + sum(spent(kid) for kids in thread.children for kid in kids)
+        return spent(self.root)
 
     def tree(self) -> dict:
         return {"main_calls": list(self.calls), "sub_calls": [[c.tree() for c in kids] for kids in self.children],
@@ -129,6 +151,7 @@ class Orchestrator:
         self.backend, self.limits = backend, limits
         self.temperature, self.seed, self.prefix = temperature, seed, prefix
         self.context = limits.context or backend.context_window
+        self.problem_budget = limits.max_problem_tokens or PROBLEM_BUDGET_PER_CONTEXT * self.context
 
     def run(self, problems: Iterable[tuple[int, Problem]], *, max_live: int = 64) -> Iterator[dict]:
         """Yield one record per problem as soon as it finishes (not in input order):
@@ -183,11 +206,15 @@ class Orchestrator:
     def _submit(self, thread: Thread, text: str, queue: list[Request], running: dict) -> Thread | None:
         """Queue the thread's next call from ``text``; if a limit forbids it, end the thread."""
         thread.calls.append(text)
-        room = context_room = self.context - (tl.count_tokens(text) + 1)  # + BOS
-        if self.limits.max_thread_tokens is not None:
-            room = min(room, self.limits.max_thread_tokens - thread.generated)
+        context_room = self.context - (tl.count_tokens(text) + 1)  # + BOS
+        thread_limit = self.limits.max_thread_tokens
+        thread_room = context_room if thread_limit is None else thread_limit - thread.generated
+        problem_room = self.problem_budget - thread.problem_tokens()
+        room = min(context_room, thread_room, problem_room)
         if room <= 0:
-            return self._fail(thread, CONTEXT_FULL if context_room <= 0 else THREAD_LIMIT)
+            reason = CONTEXT_FULL if context_room <= 0 else THREAD_LIMIT if thread_room <= 0 else PROBLEM_LIMIT
+            return self._fail(thread, reason)
+        thread.asked = room
         thread.stats.append({"submitted": time.perf_counter()})
         running[thread.key] = thread
         queue.append(Request(thread.key, text, room, self.temperature,
@@ -195,6 +222,11 @@ class Orchestrator:
         return None
 
     def _absorb(self, thread: Thread, completion: Completion) -> None:
+        if completion.new_tokens > thread.asked:  # a backend that ignores max_new_tokens: keep what was asked
+            pieces = tl.split_tokens(completion.text)[:thread.asked]
+            completion = Completion(completion.key, "".join(pieces), "error", completion.prompt_tokens,
+                                    completion.cached_tokens, len(pieces),
+                                    f"backend wrote {completion.new_tokens} tokens, {thread.asked} asked")
         thread.calls[-1] += completion.text
         thread.generated += completion.new_tokens
         call = thread.stats[-1]
@@ -205,7 +237,8 @@ class Orchestrator:
             thread.failure = f"backend error: {completion.error}"
         elif completion.reason == "length":
             full = completion.prompt_tokens + completion.new_tokens >= self.context
-            thread.failure = CONTEXT_FULL if full else THREAD_LIMIT
+            spent = thread.problem_tokens() >= self.problem_budget
+            thread.failure = CONTEXT_FULL if full else PROBLEM_LIMIT if spent else THREAD_LIMIT
 
     def _after_call(self, thread: Thread, count: list[int], queue: list[Request], running: dict) -> Thread | None:
         """Spawn children if the call ended in a spawn; return the thread if it has ended."""

@@ -149,17 +149,22 @@ def node_prompt(node_id: str, target: int, nums: Iterable[int], ops: Iterable[St
 # Reading: states, operations, node tables
 # ---------------------------------------------------------------------------------------------
 
+# The language is ASCII: re.ASCII makes \d mean [0-9] (not "²" or "٣"). A list's inside stops at the
+# next bracket of either kind, so a search over a line of repeated openers fails fast at each one
+# instead of rescanning the rest of the line: parsing stays linear in the text's length.
 _MAX_DIGITS = 30  # far above any Countdown value; keeps int() cheap on hostile input
-_STATE_RE = re.compile(r"Current State: (\d+):\[([^\]\n]*)\], Operations: \[([^\]\n]*)\]")
-_OP_RE = re.compile(r"(\d+)([-+*/])(\d+)=(\d+)")
-_GENERATED_RE = re.compile(r"Generated Node #([\d,]+): (\d+):\[([^\]\n]*)\] Operation: (\S+)")
-_EXPLORING_RE = re.compile(r"Exploring Operation:\s*(\d+)([-+*/])(\d+)=(\d+),\s*Resulting Numbers:\s*\[([^\]\n]*)\]")
-_SPAWN_LINE_RE = re.compile(r"<Start Sub Search (\d+) at level (\d+)> Moving to Node #(\d+(?:,\d+)*)")
-_NODE_ID_RE = re.compile(r"\d+(?:,\d+)*")
+_STATE_RE = re.compile(r"Current State: (\d+):\[([^\[\]\n]*)\], Operations: \[([^\[\]\n]*)\]", re.ASCII)
+_OP_RE = re.compile(r"(\d+)([-+*/])(\d+)=(\d+)", re.ASCII)
+_GENERATED_RE = re.compile(r"Generated Node #([\d,]+): (\d+):\[([^\[\]\n]*)\] Operation: (\S+)", re.ASCII)
+_EXPLORING_RE = re.compile(r"Exploring Operation:\s*(\d+)([-+*/])(\d+)=(\d+),\s*Resulting Numbers:\s*\[([^\[\]\n]*)\]",
+                           re.ASCII)
+_SPAWN_LINE_RE = re.compile(r"<Start Sub Search (\d+) at level (\d+)> Moving to Node #(\d+(?:,\d+)*)", re.ASCII)
+_NODE_ID_RE = re.compile(r"\d+(?:,\d+)*", re.ASCII)
 
 
 def _int(digits: str) -> int:
-    if not digits or len(digits) > _MAX_DIGITS or not digits.isdigit():
+    """An ASCII decimal number, or :class:`TraceFormatError` (never a bare ``ValueError``)."""
+    if not digits or len(digits) > _MAX_DIGITS or not (digits.isascii() and digits.isdigit()):
         raise TraceFormatError(f"not a number: {digits[:40]!r}")
     return int(digits)
 

@@ -9,7 +9,8 @@ from apr_mini import trace_language as tl
 from apr_mini.config import TaskConfig
 from apr_mini.countdown import Problem, problem_chunk
 from apr_mini.demonstrations import apr_tree, condition_tree
-from apr_mini.engine import Limits, ScriptedBackend, run_problems, scripted_from_trees
+from apr_mini.engine import (PROBLEM_LIMIT, Limits, Orchestrator, Request, ScriptedBackend, run_problems,
+                             scripted_from_trees)
 
 TASK = TaskConfig(n_numbers=4, min_number=1, max_number=40, min_target=10, max_target=60)
 
@@ -129,3 +130,46 @@ def test_budget_prefix_reaches_root_and_children():
     assert [bare(r["tree"]) for r in records] == trees
     spawned = [r for r in records if r["tree"]["sub_calls"]]
     assert spawned and all(c["main_calls"][0].startswith(prefix) for r in spawned for c in r["tree"]["sub_calls"][0])
+
+
+def test_a_non_ascii_number_in_model_output_is_a_recorded_result_not_a_crash():
+    problems, trees = nested_trees(4, max_depth=1)
+    script = scripted_from_trees(trees)
+    solved = next(i for i, t in enumerate(trees) if tl.verify_trace(t["main_calls"][-1], problems[i].nums, problems[i].target))
+    last_given, last_generated = tl.thread_segments(trees[solved])[-1]
+    script[last_given] = last_generated.replace("Resulting Numbers: [", "Resulting Numbers: [²", 1)
+    records = run_problems(ScriptedBackend(script), problems, limits=Limits(max_depth=1))
+    assert len(records) == 4 and not records[solved]["verified"]
+    assert "not a number" in records[solved]["reason"] or "no operations" in records[solved]["reason"]
+
+
+def test_a_problem_token_budget_bounds_all_threads_together():
+    problems, trees = nested_trees(4, max_depth=1)
+    records = run_problems(ScriptedBackend(scripted_from_trees(trees)), problems,
+                           limits=Limits(max_depth=1, max_problem_tokens=150))
+    for record in records:
+        assert record["metrics"]["decode_tokens"] <= 150
+        assert PROBLEM_LIMIT in record["metrics"]["failures"]
+    huge = Orchestrator(ScriptedBackend({}, context_window=1 << 20))
+    assert huge.problem_budget == 16 << 20  # default: 16 context windows
+    with pytest.raises(ValueError, match="max_problem_tokens"):
+        Limits(max_problem_tokens=0)
+    with pytest.raises(ValueError, match="context"):
+        Limits(context=0)
+
+
+class Overrunning(ScriptedBackend):
+    """A backend that ignores max_new_tokens (a misbehaving server)."""
+
+    def step(self, requests):
+        return super().step([Request(r.key, r.text, 1 << 30, r.temperature, r.seed) for r in requests])
+
+
+def test_a_completion_longer_than_asked_is_cut_and_recorded():
+    problems, trees = nested_trees(3, max_depth=1)
+    records = run_problems(Overrunning(scripted_from_trees(trees)), problems,
+                           limits=Limits(max_depth=1, max_thread_tokens=40))
+    for record in records:
+        root = record["tree"]
+        assert root["failure"].startswith("backend error: backend wrote") and "40 asked" in root["failure"]
+        assert tl.count_tokens(root["main_calls"][0]) - tl.count_tokens(tl.thread_segments(root)[0][0]) == 40

@@ -110,3 +110,57 @@ def test_split_tokens_keeps_phrases_whole_and_digits_apart():
     pieces = tl.split_tokens("Moving to Node #0,12\nCurrent State: 30:[5], Operations: []")
     assert pieces[:5] == ["Moving to Node #", "0", ",", "1", "2"]
     assert "Current State: " in pieces and ", Operations: " in pieces
+
+
+SOLVED_12 = ("Moving to Node #0\nCurrent State: 12:[3, 4, 5], Operations: []\n"
+             "Exploring Operation: 5+4=9, Resulting Numbers: [3, 9]\n"
+             "Exploring Operation: 9+3=12, Resulting Numbers: [12]\n12,12 equal: Goal Reached\n")
+
+
+@pytest.mark.parametrize("hostile", ["7²", "٣", "１２", "3\u0663", "⁵"])
+def test_numbers_are_ascii_digits_and_anything_else_is_a_format_error(hostile):
+    with pytest.raises(tl.TraceFormatError):
+        tl.parse_numbers(f"5, {hostile}")
+    with pytest.raises(tl.TraceFormatError):
+        tl.parse_operation(f"{hostile}+1=2")
+    solved = SOLVED_12 + SOLVED_12
+    assert tl.verify_trace(solved, (3, 4, 5), 12)
+    verdict = tl.verify_trace(solved.replace("[3, 9]", f"[3, {hostile}]"), (3, 4, 5), 12)  # no exception
+    assert not verdict
+
+
+def test_other_scripts_digits_do_not_verify():
+    arabic = "Exploring Operation: ٣+٤=٧, Resulting Numbers: [٧]\n٧,٧ equal: Goal Reached\n"
+    assert not tl.verify_trace(arabic + arabic, (3, 4), 7)
+    wide = "Exploring Operation: ３+４=７, Resulting Numbers: [７]\n7,7 equal: Goal Reached\n"
+    assert not tl.verify_trace(wide + wide, (3, 4), 7)
+
+
+def _best_seconds(fn, text, rounds=3):
+    import time
+
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        try:
+            fn(text)
+        except tl.TraceFormatError:
+            pass
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@pytest.mark.parametrize("name, fn, unit", [
+    ("parse_state_line", tl.parse_state_line, "Current State: 1:["),
+    ("node_table", lambda t: tl.node_table("Moving to Node #0\nCurrent State: 12:[3, 4, 5], Operations: []\n" + t),
+     "Generated Node #0: 1:["),
+    ("verify_trace", lambda t: tl.verify_trace("Goal Reached\n" + t + "\nGoal Reached", (3, 4, 5), 12),
+     "Exploring Operation: 1+1=2, Resulting Numbers: ["),
+    ("count_tokens", tl.count_tokens, "Generated Node #0,1: 12:[3, 4] Operation: 1+1=2 "),
+])
+def test_parsing_time_grows_linearly_with_the_text(name, fn, unit):
+    """1 MB of repeated openers on one line: ten times the text must cost about ten times the time
+    (a quadratic parser costs a hundred times; the slack absorbs a busy machine)."""
+    small, large = unit * (100_000 // len(unit)), unit * (1_000_000 // len(unit))
+    ratio_bound = 30 * _best_seconds(fn, small) + 0.05
+    assert _best_seconds(fn, large) < ratio_bound, f"{name} is not linear in its input"
