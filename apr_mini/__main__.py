@@ -23,6 +23,26 @@ from pathlib import Path
 from .config import PROFILES, UserFacingError, get_profile
 
 
+def _at_least(low, kind=int):
+    """An argparse type: a number of ``kind`` that is at least ``low`` (a bad one is a one-line error)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+        if value < low or value != value:  # value != value: NaN
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} >= {low}"
+    return parse
+
+
+COUNT, NON_NEGATIVE = _at_least(1), _at_least(0)
+RATE, TEMPERATURE = _at_least(1e-12, float), _at_least(0.0, float)
+WINDOW = _at_least(16)  # a context window smaller than a prompt cannot hold a search
+
+
 def _profile_from(args):
     profile = get_profile(args.profile)
     data = profile.data
@@ -40,15 +60,15 @@ def _profile_from(args):
 
 def _add_data_args(parser):
     parser.add_argument("--profile", choices=sorted(PROFILES), help="default: $APR_PROFILE or cpu")
-    parser.add_argument("--n-train", type=int, help="training problems (default: the profile's)")
-    parser.add_argument("--n-val", type=int, help="validation problems (default: the profile's)")
+    parser.add_argument("--n-train", type=COUNT, help="training problems (default: the profile's)")
+    parser.add_argument("--n-val", type=COUNT, help="validation problems (default: the profile's)")
     parser.add_argument("--seed", type=int, help="data seed (default: the profile's)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes")
+    parser.add_argument("--workers", type=COUNT, default=min(4, os.cpu_count() or 1), help="processes")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--budget-prefixes", action="store_true",
                         help="write the paper's budget prefixes: 'Sub Call Budget: N' on APR trees (children "
                              "spawned), 'Token Budget: N' on SoS+ traces (their tokens, rounded up)")
-    parser.add_argument("--token-budget-step", type=int, help="round token budgets up to a multiple of this "
+    parser.add_argument("--token-budget-step", type=COUNT, help="round token budgets up to a multiple of this "
                         "(default: the profile's)")
 
 
@@ -103,8 +123,9 @@ def cmd_sft(args) -> None:
     run = SFTRun(kind=args.kind, model=args.model or profile.name, max_tokens=args.max_tokens, lr=args.lr,
                  seed=args.seed, eval_every=args.eval_every, eval_problems=args.eval_problems, threads=args.threads,
                  keep=args.keep, init=args.init)
+    out = Path(args.out or f"runs/{profile.name}/sft-{args.kind}")
+    out.mkdir(parents=True, exist_ok=True)  # an unwritable place fails here, before any work
     val = load_problems(data / "problems_val.jsonl")
-    out = args.out or f"runs/{profile.name}/sft-{args.kind}"
     command = "python -m apr_mini " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     metrics = train(run, data, out, val_problems=val, command=command)
     print(f"trained {metrics['tokens_seen']:,} tokens, final loss {metrics['final_loss']}: {out}/final")
@@ -126,38 +147,81 @@ def cmd_evaluate(args) -> None:
     print(json.dumps({"checkpoint": args.checkpoint, "problems": args.problems, **scores}, indent=2))
 
 
+def _warn_outside_task(problems, checkpoint: Path) -> None:
+    """Say so when problems are not the task the checkpoint was trained on (its metrics.json)."""
+    import json
+    import warnings
+
+    from .config import TaskConfig
+    from .data import outside_task
+
+    metrics = checkpoint / "metrics.json"
+    if not metrics.is_file():
+        return
+    task = json.loads(metrics.read_text()).get("task")
+    if not task:
+        return
+    trained = TaskConfig(task["n_numbers"], *task["numbers"], *task["targets"])
+    strange = outside_task(problems, trained)
+    if strange:
+        warnings.warn(f"{len(strange)} of {len(problems)} problems are outside the task {checkpoint.name} was trained on "
+                      f"({trained.n_numbers} numbers in {trained.min_number}..{trained.max_number}, targets "
+                      f"{trained.min_target}..{trained.max_target}), e.g. {strange[0].to_dict()}: expect it to fail them",
+                      stacklevel=2)
+
+
 def cmd_infer(args) -> None:
     import json
 
     import torch
 
-    from .engine import Limits
-    from .data import load_problems
-    from .inference import (EvalSettings, checkpoint_fingerprint, open_backend, run_eval, smaller_contexts, summarize,
-                            summary_table)
+    from .engine import BackendUnavailable, Limits
+    from .data import load_problems, read_jsonl
+    from .inference import (EvalSettings, check_resume, checkpoint_fingerprint, open_backend, run_eval,
+                            smaller_contexts, summarize, summary_table)
 
+    profile = get_profile(args.profile)
+    checkpoint = Path(args.checkpoint or f"data/{profile.name}-{args.method}")
+    if args.backend == "openai" and not args.url:
+        raise UserFacingError("--backend openai needs --url, the server's address (e.g. http://127.0.0.1:8000)")
+    if args.backend == "transformers" and not (checkpoint / "config.json").is_file():
+        raise UserFacingError(f"{checkpoint} is not a model folder (no config.json): pass --checkpoint, e.g. data/cpu-apr")
     if args.threads:
         torch.set_num_threads(args.threads)
-    limits = Limits(max_depth=args.max_depth, max_children=args.max_children,
-                    max_thread_tokens=args.max_thread_tokens, context=args.context)
-    settings = EvalSettings(method=args.method, samples=args.samples, temperature=args.temperature, seed=args.seed,
-                            prefix=args.prefix, limits=limits)
-    backend = open_backend(args.checkpoint, kind=args.backend, join=args.join, url=args.url, max_batch=args.max_batch,
-                           context_window=args.context)
-    problems = load_problems(args.problems, args.n)
+    try:
+        limits = Limits(max_depth=args.max_depth, max_children=args.max_children,
+                        max_thread_tokens=args.max_thread_tokens, context=args.context)
+        settings = EvalSettings(method=args.method, samples=args.samples, temperature=args.temperature,
+                                seed=args.seed, prefix=args.prefix, limits=limits)
+    except ValueError as err:
+        raise UserFacingError(str(err)) from None
+    problems = load_problems(args.problems or checkpoint / "problems_val.jsonl", args.n)
+    _warn_outside_task(problems, checkpoint)
     samples = f"-s{args.samples}" if args.samples > 1 else ""  # a greedy run and an N-sample run don't share a file
-    out = args.out or f"runs/infer/{Path(args.checkpoint).name}-{args.method}{samples}.jsonl"
-    records = run_eval(backend, problems, out, settings, max_live=args.max_live, progress=not args.no_progress,
-                       model=checkpoint_fingerprint(args.checkpoint))
+    out = Path(args.out or f"runs/infer/{checkpoint.name}-{args.method}{samples}.jsonl")
+    model = checkpoint_fingerprint(checkpoint)
+    check_resume(out, problems, settings, model)  # before spending seconds on loading the model
+    backend = open_backend(checkpoint, kind=args.backend, join=args.join, url=args.url, max_batch=args.max_batch,
+                           context_window=args.context)
+    try:
+        records = run_eval(backend, problems, out, settings, max_live=args.max_live, progress=not args.no_progress,
+                           model=model)
+    except BackendUnavailable as err:
+        finished = len(read_jsonl(out)) if out.exists() else 0
+        raise UserFacingError(f"{err}. The {finished} finished problems are kept in {out}; run the same command "
+                              "again when the server is back to do the rest") from None
     summary = summarize(records)
-    print(summary_table({f"{Path(args.checkpoint).name} {args.method}": summary}))
+    print(summary_table({f"{checkpoint.name} {args.method}": summary}))
+    if summary.get("failed_threads"):
+        print(f"{summary['failed_threads']:.2f} failed threads per problem (limits, malformed output, backend errors): "
+              f"see each record's metrics.failures")
     if args.within:
         summary["smaller_contexts"] = smaller_contexts(records, args.within)
         print("| context | verified within it | doesn't fit |\n|---|---|---|")
         for window, share in summary["smaller_contexts"].items():
             print(f"| {window:,} | {share['verified']:.1%} | {share['longer']:.1%} |")
     print(f"records: {out}")
-    Path(out).with_suffix(".summary.json").write_text(json.dumps(summary, indent=1))
+    out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=1))
 
 
 def cmd_grpo(args) -> None:
@@ -216,8 +280,6 @@ def cmd_reproduce(args) -> None:
     from .config import get_reproduce_config
     from .results import claims_markdown, reproduce
 
-    if args.threads < 0:
-        raise UserFacingError(f"--threads must be 0 or more, got {args.threads}")
     if args.threads:
         import torch
 
@@ -278,7 +340,7 @@ def main(argv=None) -> None:
     lengths = sub.add_parser("lengths", help="share of SoS+ and APR training rows over each context window")
     lengths.add_argument("--profile", choices=sorted(PROFILES), help="default: $APR_PROFILE or cpu")
     lengths.add_argument("--data", help="data folder (default: runs/<profile>/data)")
-    lengths.add_argument("--contexts", type=int, nargs="+", default=[512, 640, 768, 1024])
+    lengths.add_argument("--contexts", type=WINDOW, nargs="+", default=[512, 640, 768, 1024])
     lengths.set_defaults(fn=cmd_lengths)
     demo = sub.add_parser("demo", help="the main job of `make demo`")
     _add_data_args(demo)
@@ -290,48 +352,50 @@ def main(argv=None) -> None:
     sft.add_argument("--data", help="data folder (default: runs/<profile>/data)")
     sft.add_argument("--out", help="run folder (default: runs/<profile>/sft-<kind>)")
     sft.add_argument("--model", help="model preset (default: the profile's name)")
-    sft.add_argument("--max-tokens", type=int, default=20_000_000, help="training budget in tokens")
-    sft.add_argument("--lr", type=float, default=3e-3)
+    sft.add_argument("--max-tokens", type=COUNT, default=20_000_000, help="training budget in tokens")
+    sft.add_argument("--lr", type=RATE, default=3e-3)
     sft.add_argument("--seed", type=int, default=0)
     sft.add_argument("--init", help="continue from this checkpoint's weights (e.g. data/cpu-apr) instead of a "
                      "fresh model, for example on data written with --budget-prefixes")
     sft.add_argument("--keep", choices=["all", "solved"], default="all", help="which demonstrations to train on")
-    sft.add_argument("--eval-every", type=int, default=2000, help="steps between learning-curve points")
-    sft.add_argument("--eval-problems", type=int, default=100)
-    sft.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    sft.add_argument("--eval-every", type=NON_NEGATIVE, default=2000, help="steps between learning-curve points")
+    sft.add_argument("--eval-problems", type=NON_NEGATIVE, default=100)
+    sft.add_argument("--threads", type=NON_NEGATIVE, default=0, help="torch threads (0: torch's default)")
     sft.add_argument("--ship", help="after training, copy the model to this folder (e.g. data/cpu-sosp) with "
                                     "its validation problems, and evaluate it there")
-    sft.add_argument("--ship-val", type=int, default=200, help="validation problems to evaluate when shipping")
+    sft.add_argument("--ship-val", type=COUNT, default=200, help="validation problems to evaluate when shipping")
     sft.set_defaults(fn=cmd_sft)
     evaluate = sub.add_parser("evaluate", help="verified success of a checkpoint on held-out problems (no engine)")
     evaluate.add_argument("--checkpoint", required=True, help="a folder with model and tokenizer")
     evaluate.add_argument("--kind", choices=["sosp", "apr"], required=True)
     evaluate.add_argument("--problems", required=True, help="a problems JSONL file (e.g. problems_val.jsonl)")
-    evaluate.add_argument("--n", type=int, default=200, help="how many problems (from the top)")
-    evaluate.add_argument("--temperature", type=float, default=0.0)
+    evaluate.add_argument("--n", type=COUNT, default=200, help="how many problems (from the top)")
+    evaluate.add_argument("--temperature", type=TEMPERATURE, default=0.0)
     evaluate.set_defaults(fn=cmd_evaluate)
     infer = sub.add_parser("infer", help="run problems through the spawn/join engine (resumes a killed run)")
-    infer.add_argument("--checkpoint", required=True, help="a folder with model and tokenizer")
+    infer.add_argument("--profile", choices=sorted(PROFILES),
+                       help="picks the default checkpoint, data/<profile>-<method> (default: $APR_PROFILE or cpu)")
+    infer.add_argument("--checkpoint", help="a folder with model and tokenizer (default: data/<profile>-<method>)")
     infer.add_argument("--method", choices=["apr", "sosp"], required=True, help="sosp forbids spawning")
-    infer.add_argument("--problems", required=True, help="a problems JSONL file (e.g. problems_val.jsonl)")
-    infer.add_argument("--n", type=int, default=200, help="how many problems (from the top)")
+    infer.add_argument("--problems", help="a problems JSONL file (default: the checkpoint's problems_val.jsonl)")
+    infer.add_argument("--n", type=COUNT, default=200, help="how many problems (from the top)")
     infer.add_argument("--out", help="records JSONL (default: runs/infer/<checkpoint>-<method>[-s<N>].jsonl)")
-    infer.add_argument("--samples", type=int, default=1, help="samples per problem (pass@N, majority vote)")
-    infer.add_argument("--temperature", type=float, default=0.0)
+    infer.add_argument("--samples", type=COUNT, default=1, help="samples per problem (pass@N, majority vote)")
+    infer.add_argument("--temperature", type=TEMPERATURE, default=0.0)
     infer.add_argument("--seed", type=int, default=0)
     infer.add_argument("--prefix", default="", help='conditioning prefix, e.g. "Sub Call Budget: 8 "')
-    infer.add_argument("--max-depth", type=int, default=2, help="spawn levels below the root")
-    infer.add_argument("--max-children", type=int, default=16, help="children per spawn")
-    infer.add_argument("--max-thread-tokens", type=int, help="new tokens per thread")
-    infer.add_argument("--context", type=int, help="context window (default: the model's)")
-    infer.add_argument("--within", type=int, nargs="+", metavar="TOKENS",
+    infer.add_argument("--max-depth", type=NON_NEGATIVE, default=2, help="spawn levels below the root")
+    infer.add_argument("--max-children", type=COUNT, default=16, help="children per spawn")
+    infer.add_argument("--max-thread-tokens", type=COUNT, help="new tokens per thread")
+    infer.add_argument("--context", type=WINDOW, help="context window (default: the model's)")
+    infer.add_argument("--within", type=WINDOW, nargs="+", metavar="TOKENS",
                        help="also report accuracy as if the context were each of these (inference.smaller_contexts)")
     infer.add_argument("--backend", choices=["transformers", "openai"], default="transformers")
     infer.add_argument("--url", help="server url for --backend openai, e.g. http://127.0.0.1:8000")
     infer.add_argument("--join", choices=["prefix-cache", "re-prefill"], default="prefix-cache")
-    infer.add_argument("--max-batch", type=int, default=64, help="rows decoded together (transformers backend)")
-    infer.add_argument("--max-live", type=int, default=64, help="problems in flight at once")
-    infer.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    infer.add_argument("--max-batch", type=COUNT, default=64, help="rows decoded together (transformers backend)")
+    infer.add_argument("--max-live", type=COUNT, default=64, help="problems in flight at once")
+    infer.add_argument("--threads", type=NON_NEGATIVE, default=0, help="torch threads (0: torch's default)")
     infer.add_argument("--no-progress", action="store_true")
     infer.set_defaults(fn=cmd_infer)
     rl = sub.add_parser("grpo", help="GRPO over spawn trees from an SFT checkpoint (resumes from checkpoints)")
@@ -339,7 +403,7 @@ def main(argv=None) -> None:
     rl.add_argument("--checkpoint", required=True, help="the SFT model folder, e.g. data/cpu-apr")
     rl.add_argument("--kind", choices=["apr", "sosp"], required=True, help="sosp forbids spawning")
     rl.add_argument("--problems", default="data/countdown-cpu/problems_train.jsonl", help="training problems")
-    rl.add_argument("--n-train", type=int, help="use the first N training problems (default: all)")
+    rl.add_argument("--n-train", type=COUNT, help="use the first N training problems (default: all)")
     rl.add_argument("--out", help="run folder (default: runs/<profile>/grpo-<kind>)")
     for flag, kind in (("--learning-rate", float), ("--max-steps", int), ("--problems-per-step", int),
                        ("--num-generations", int), ("--beta", float), ("--epsilon", float), ("--epsilon-high", float),
@@ -351,21 +415,21 @@ def main(argv=None) -> None:
     rl.add_argument("--sequence-weighting", choices=["tree", "sequence"])
     rl.add_argument("--trained-threads", choices=["all", "root"])
     rl.add_argument("--reward", choices=["binary", "efficiency", "thread_penalty"])
-    rl.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    rl.add_argument("--threads", type=NON_NEGATIVE, default=0, help="torch threads (0: torch's default)")
     rl.add_argument("--rollout-server", choices=["sglang"], help="decode rollouts on an SGLang server that reloads "
                                                                 "the weights every step (GPU only)")
     rl.add_argument("--ship", help="after training, copy the model here (e.g. data/cpu-apr-grpo) and evaluate "
                                    "it and its SFT model on the checkpoint's validation problems")
-    rl.add_argument("--ship-val", type=int, default=200, help="validation problems to evaluate when shipping")
+    rl.add_argument("--ship-val", type=COUNT, default=200, help="validation problems to evaluate when shipping")
     rl.add_argument("--no-progress", action="store_true")
     rl.set_defaults(fn=cmd_grpo)
     rep = sub.add_parser("reproduce", help="the paper's three claims: every evaluation through the engine "
                                            "(resumable), then summary.json and figures")
     rep.add_argument("--profile", choices=sorted(PROFILES), help="default: $APR_PROFILE or cpu")
-    rep.add_argument("--n", type=int, help="problems per point (default: the profile's)")
+    rep.add_argument("--n", type=COUNT, help="problems per point (default: the profile's)")
     rep.add_argument("--out", help="results folder (default: the profile's, data/results for cpu)")
     rep.add_argument("--records", help="records folder (default: runs/reproduce/<profile>)")
-    rep.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    rep.add_argument("--threads", type=NON_NEGATIVE, default=0, help="torch threads (0: torch's default)")
     rep.add_argument("--no-latency", action="store_true", help="leave out the timed rounds (claim 3), which need "
                      "the machine to themselves; a later run without this flag adds them")
     rep.add_argument("--no-progress", action="store_true")
@@ -375,14 +439,16 @@ def main(argv=None) -> None:
     compare.add_argument("second", help="records JSONL on the same problems")
     compare.set_defaults(fn=cmd_compare)
     solve = sub.add_parser("solve", help="solve one problem exactly")
-    solve.add_argument("target", type=int)
-    solve.add_argument("numbers", type=int, nargs="+")
-    solve.add_argument("--show", type=int, default=5, help="how many solutions to print")
+    solve.add_argument("target", type=COUNT)
+    solve.add_argument("numbers", type=NON_NEGATIVE, nargs="+")
+    solve.add_argument("--show", type=NON_NEGATIVE, default=5, help="how many solutions to print")
     solve.set_defaults(fn=cmd_solve)
     args = parser.parse_args(argv)
     try:
         args.fn(args)
     except UserFacingError as err:
+        parser.exit(2, f"apr-mini {args.command}: error: {err}\n")
+    except OSError as err:  # a path that cannot be read or written (permissions, a file in the way, a full disk)
         parser.exit(2, f"apr-mini {args.command}: error: {err}\n")
 
 

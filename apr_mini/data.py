@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Iterator
 from tqdm.auto import tqdm
 
 from . import trace_language as tl
-from .config import DemoConfig, Profile, TaskConfig
+from .config import DemoConfig, Profile, TaskConfig, UserFacingError
 from .countdown import Problem, problem_chunk
 from .demonstrations import demonstrate
 
@@ -46,22 +46,88 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     return n
 
 
+class DataFileError(UserFacingError, ValueError):
+    """A data file that is missing or does not hold what it should (the message names file and line)."""
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
+    """Every JSON object of a JSONL file (blank lines skipped); a line that is not one is a
+    :class:`DataFileError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{path} not found" if not path.exists() else f"{path} is not a file")
     rows = []
-    with Path(path).open() as f:
+    with path.open() as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not a JSON line ({err.msg})") from None
+                raise DataFileError(f"{path}:{lineno}: not a JSON line ({err.msg})") from None
+            if not isinstance(rows[-1], dict):
+                raise DataFileError(f"{path}:{lineno}: a {type(rows[-1]).__name__}, not a JSON object")
     return rows
 
 
+def drop_torn_tail(path: str | Path) -> bool:
+    """If a killed writer left ``path`` ending in a partial line, cut it off (with a warning) and
+    return True, so that a resumed run redoes that record; a malformed line elsewhere is not
+    touched (:func:`read_jsonl` names it)."""
+    import warnings
+
+    path = Path(path)
+    data = path.read_bytes() if path.exists() else b""
+    if not data or data.endswith(b"\n"):
+        return False
+    start = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[start:])
+        path.open("ab").write(b"\n")  # a whole record that only lacks its newline
+        return False
+    except ValueError:
+        with path.open("r+b") as f:
+            f.truncate(start)
+        warnings.warn(f"{path}: dropped a torn last line ({len(data) - start} bytes, a write cut off by a kill); "
+                      "its problem will be done again", stacklevel=2)
+        return True
+
+
+MAX_PROBLEM_NUMBERS = 6
+
+
+def problem_from_row(row: dict, where: str = "") -> Problem:
+    """A problem from ``{"nums": [...], "target": T}``: 2..6 non-negative integers and a positive
+    integer target, or a :class:`DataFileError` that says what is wrong."""
+    def bad(reason: str) -> DataFileError:
+        return DataFileError(f"{where}: {reason}; a problem line looks like {{\"nums\": [3, 4, 5], \"target\": 12}}")
+
+    if not isinstance(row, dict) or "nums" not in row or "target" not in row:
+        raise bad("needs both 'nums' and 'target'")
+    nums, target = row["nums"], row["target"]
+    is_int = lambda x: isinstance(x, int) and not isinstance(x, bool)
+    if not isinstance(nums, list) or not all(is_int(x) for x in nums) or not is_int(target):
+        raise bad(f"nums must be a list of integers and target an integer, got {json.dumps(nums)[:60]} "
+                  f"and {json.dumps(target)[:30]}")
+    if not 2 <= len(nums) <= MAX_PROBLEM_NUMBERS or min(nums) < 0 or target < 1:
+        raise bad(f"Countdown takes 2..{MAX_PROBLEM_NUMBERS} numbers >= 0 and a target >= 1, "
+                  f"got {len(nums)} numbers {nums[:8]} and target {target}")
+    return Problem(tuple(nums), target)
+
+
 def load_problems(path: str | Path, n: int | None = None) -> list[Problem]:
-    """The first ``n`` problems (all if ``None``) of a problems JSONL file."""
-    return [Problem.from_dict(r) for r in read_jsonl(path)][:n]
+    """The first ``n`` problems (all if ``None``) of a problems JSONL file; an empty file, or a line
+    that is not a problem, is a :class:`DataFileError`."""
+    rows = read_jsonl(path)
+    if not rows:
+        raise DataFileError(f"{path} holds no problems")
+    return [problem_from_row(row, f"{path}: problem {i + 1}") for i, row in enumerate(rows[:n])]
+
+
+def outside_task(problems: list[Problem], task: TaskConfig) -> list[Problem]:
+    """The problems a model trained on ``task`` has never seen the like of (count, numbers or target)."""
+    return [p for p in problems if len(p.nums) != task.n_numbers or not task.min_target <= p.target <= task.max_target
+            or not all(task.min_number <= x <= task.max_number for x in p.nums)]
 
 
 def _pool(workers: int):

@@ -43,6 +43,12 @@ PROBLEM_LIMIT = "problem token budget spent"
 PROBLEM_BUDGET_PER_CONTEXT = 16  # default per-problem budget: this many context windows of new tokens
 
 
+class BackendUnavailable(ConnectionError):
+    """The backend cannot be reached (a server gone, timeouts after retries): not the model's fault,
+    so the problems in flight are not finished. Raised out of :meth:`Orchestrator.run`; a resumable
+    run keeps what finished and does the rest when run again."""
+
+
 @dataclass(frozen=True)
 class Request:
     """Continue ``text`` (the thread's full text so far; the backend adds BOS) by at most
@@ -70,7 +76,8 @@ class Backend(Protocol):
     context_window: int
 
     def step(self, requests: list[Request]) -> list[Completion]:
-        """Admit ``requests``, decode, and return the completions that finished."""
+        """Admit ``requests``, decode, and return the completions that finished. A completion with
+        ``reason="error"`` fails its thread; :class:`BackendUnavailable` stops the run."""
 
     def release(self, key: Hashable) -> None:
         """Forget whatever is cached for a thread that will not continue."""

@@ -69,9 +69,9 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
     ``min_well_formed`` of a step's trees end cleanly). ``rollouts``: where trees are decoded
     (default in-process; :class:`~apr_mini.grpo.ServerRollouts` for SGLang on a second GPU)."""
     from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM
 
     from .inference import checkpoint_fingerprint, evaluate_model
+    from .models import load_model
     from .tokenizer import load_tokenizer
 
     if kind not in ("apr", "sosp"):
@@ -88,7 +88,7 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
             return finished
     resume = _latest(out)
     source = resume or Path(checkpoint)
-    model = AutoModelForCausalLM.from_pretrained(str(source))
+    model = load_model(source)
     tokenizer = load_tokenizer(source)
     use_packed_attention(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -106,7 +106,7 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
     _truncate_curve(curve_path, state["step"])
     ref_model = None
     if config.beta:
-        ref_model = AutoModelForCausalLM.from_pretrained(str(checkpoint)).requires_grad_(False)
+        ref_model = load_model(checkpoint).requires_grad_(False)
         use_packed_attention(ref_model)
     evaluation = (eval_problems or [])[: config.eval_problems]
     session_start = time.time()

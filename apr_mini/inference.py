@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from . import trace_language as tl
 from .config import UserFacingError
 from .countdown import Problem
-from .data import read_jsonl
+from .data import drop_torn_tail, read_jsonl
 from .engine import CONTEXT_FULL, Backend, Limits, Orchestrator
 
 
@@ -49,6 +49,9 @@ class EvalSettings:
     def __post_init__(self):
         if self.method not in ("apr", "sosp"):
             raise ValueError(f"method must be 'apr' or 'sosp', not {self.method!r}")
+        if self.samples < 1 or self.temperature < 0:
+            raise ValueError(f"samples must be at least 1 and temperature at least 0, got {self.samples} and "
+                             f"{self.temperature}")
         if self.samples > 1 and self.temperature <= 0:
             raise ValueError("several samples per problem need a temperature > 0 (greedy samples are identical)")
 
@@ -63,31 +66,47 @@ def _sample_key(problem: int, sample: int, samples: int) -> int:
     return problem * samples + sample
 
 
+def check_resume(out: str | Path, problems: list[Problem], settings: EvalSettings, model: str = "") -> None:
+    """Refuse to append to ``out`` if it was started with other settings, problems or model, or if its
+    settings file is gone (then nothing says what its records are); cheap, so call it before loading
+    a model. A torn last line (a kill mid-write) is dropped here, to be redone."""
+    out = Path(out)
+    meta_path = out.with_suffix(".settings.json")
+    drop_torn_tail(out)
+    started = out.exists() and out.stat().st_size > 0
+    if started and not meta_path.exists():
+        raise ResumeMismatch(f"{out} holds records but its settings file {meta_path.name} is missing, so nothing says "
+                             "how they were made; delete it to start fresh, or pass another output path")
+    if started and json.loads(meta_path.read_text()) != _run_meta(problems, settings, model):
+        raise ResumeMismatch(f"{out} was started with other settings, problems or model ({meta_path}); "
+                             "pass another output path or delete both files to start over")
+
+
 def run_eval(backend: Backend, problems: list[Problem], out: str | Path, settings: EvalSettings = EvalSettings(),
              *, max_live: int = 64, progress: bool = True, model: str = "") -> list[dict]:
     """Run every (problem, sample) not yet in ``out`` (JSONL), appending each as it finishes; return
     all records of the file, sorted by problem and sample. ``model`` names the model (e.g.
-    :func:`checkpoint_fingerprint`): a file started with another model is not resumed."""
+    :func:`checkpoint_fingerprint`): a file started with another model is not resumed
+    (:func:`check_resume`). Each record is one unbuffered write of one line, so a kill leaves at most
+    a torn last line, which the next run drops and redoes. A backend that becomes unreachable
+    (:class:`~apr_mini.engine.BackendUnavailable`) stops the run: nothing unfinished is written, so a
+    rerun does it."""
+    if max_live < 1:
+        raise ValueError(f"max_live must be at least 1, got {max_live}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta_path = out.with_suffix(".settings.json")
-    meta = _run_meta(problems, settings, model)
-    if meta_path.exists() and out.exists():
-        if json.loads(meta_path.read_text()) != meta:
-            raise ResumeMismatch(f"{out} was started with other settings or problems ({meta_path}); "
-                                 "pass another output path or delete both files to start over")
-    else:
-        meta_path.write_text(json.dumps(meta, indent=1))
-    done = {(r["id"], r["sample"]) for r in read_jsonl(out)} if out.exists() else set()
+    check_resume(out, problems, settings, model)
+    out.with_suffix(".settings.json").write_text(json.dumps(_run_meta(problems, settings, model), indent=1))
+    done = {(r["id"], r["sample"]) for r in read_jsonl(out)} if out.exists() and out.stat().st_size else set()
     todo = [(_sample_key(i, k, settings.samples), p) for i, p in enumerate(problems) for k in range(settings.samples)
             if (i, k) not in done]
     engine = Orchestrator(backend, settings.engine_limits(), temperature=settings.temperature, seed=settings.seed,
                           prefix=settings.prefix)
-    with open(out, "a") as sink, tqdm(total=len(todo), disable=not progress, desc=f"{settings.method} eval") as bar:
+    with open(out, "ab", buffering=0) as sink, tqdm(total=len(todo), disable=not progress,
+                                                     desc=f"{settings.method} eval") as bar:
         for record in engine.run(todo, max_live=max_live):
             record["id"], record["sample"] = divmod(record["id"], settings.samples)
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
+            sink.write((json.dumps(record) + "\n").encode())
             bar.update()
     return sorted(read_jsonl(out), key=lambda r: (r["id"], r["sample"]))
 
@@ -103,6 +122,7 @@ def run_is_complete(out: str | Path, problems: list[Problem], settings: EvalSett
     meta_path = out.with_suffix(".settings.json")
     if not (out.exists() and meta_path.exists()) or json.loads(meta_path.read_text()) != _run_meta(problems, settings, model):
         return False
+    drop_torn_tail(out)
     return len({(r["id"], r["sample"]) for r in read_jsonl(out)}) == len(problems) * settings.samples
 
 
@@ -212,7 +232,8 @@ def fits_window(record: dict, window: int) -> bool:
 def summary_table(summaries: dict[str, dict]) -> str:
     """A Markdown table, one row per named run."""
     columns = ["problems", "samples", "accuracy", "pass_at_n", "majority", "total_tokens", "longest_sequence",
-               "critical_path", "children", "spawn_depth", "latency_s", "prefill_tokens", "decode_tokens"]
+               "critical_path", "children", "spawn_depth", "latency_s", "prefill_tokens", "decode_tokens",
+               "failed_threads"]
     lines = ["| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, summary in summaries.items():
         lines.append(f"| {name} | " + " | ".join(str(summary.get(c, "")) for c in columns) + " |")
@@ -235,11 +256,10 @@ def open_backend(checkpoint: str | Path, *, kind: str = "transformers", join: st
         return backend
     if kind != "transformers":
         raise ValueError(f"backend must be 'transformers' or 'openai', not {kind!r}")
-    from transformers import AutoModelForCausalLM
-
     from .backends import TransformersBackend
     from .config import get_device
+    from .models import load_model
     from .tokenizer import load_tokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(checkpoint)).to(device or get_device(verbose=False))
+    model = load_model(checkpoint, device or get_device(verbose=False))
     return TransformersBackend(model, load_tokenizer(checkpoint), join=join, max_batch=max_batch)

@@ -70,3 +70,29 @@ def preset_table(tokenizer) -> list[dict]:
             model = LlamaForCausalLM(llama_config(preset, tokenizer))
         rows.append({"preset": name, **asdict(preset), "head_dim": preset.head_dim, "parameters": count_parameters(model)})
     return rows
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def load_model(checkpoint, device: str | None = None):
+    """A trained model from a checkpoint folder, on ``device``; a missing folder, missing or damaged
+    weights are a one-line :class:`~apr_mini.config.UserFacingError` saying which."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    from .config import UserFacingError
+
+    folder = Path(checkpoint)
+    if not (folder / "config.json").is_file():
+        raise UserFacingError(f"{folder} is not a model folder (no config.json): pass a checkpoint such as data/cpu-apr")
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise UserFacingError(f"{folder} has no weights ({' or '.join(WEIGHT_FILES[:1] + WEIGHT_FILES[2:])})")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder))
+    except Exception as err:  # a truncated or foreign file: the loader's own message, on one line
+        reason = " ".join(str(err).split())[:200]
+        raise UserFacingError(f"cannot load the model in {folder}: {type(err).__name__}: {reason}") from err
+    return model.to(device) if device else model
+

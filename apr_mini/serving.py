@@ -25,11 +25,15 @@ from typing import Hashable, Sequence
 
 from . import trace_language as tl
 from .config import UserFacingError
-from .engine import Completion, Request
+from .engine import BackendUnavailable, Completion, Request
 
 
-class ServerUnreachable(UserFacingError, ConnectionError):
+class ServerUnreachable(UserFacingError, BackendUnavailable):
     pass
+
+
+# Gateway statuses: the server (or a proxy before it) is down or overloaded, not refusing this request
+UNAVAILABLE_STATUSES = (502, 503, 504)
 
 
 def cut_at_spawn(text: str) -> str:
@@ -60,10 +64,12 @@ class OpenAIBackend:
     batch them. No ``stop`` string is sent: trace models end a spawn block with EOS, and
     ``transformers serve``'s stop-string matcher stops early on this tokenizer's multi-character
     tokens (measured: it cut ``Moving to Node #0,3`` after the ``#``), so the client cuts the text
-    after the first ``<End Calling Sub Searches>`` itself. A failed call is retried
-    ``retries`` times with backoff; after that it comes back as a ``reason="error"`` completion, which
-    the engine records as the thread's failure. The server keeps prefix caches itself (SGLang's radix
-    cache), so ``cached_tokens`` is what it reports, when it does."""
+    after the first ``<End Calling Sub Searches>`` itself. A failed call is retried ``retries`` times
+    with backoff. After that, a transport failure (no connection, a timeout, a gateway status) raises
+    :class:`ServerUnreachable`, which stops the run without recording the problems in flight; any
+    other failure (the server refused this request) comes back as a ``reason="error"`` completion,
+    which the engine records as the thread's failure. The server keeps prefix caches itself
+    (SGLang's radix cache), so ``cached_tokens`` is what it reports, when it does."""
 
     def __init__(self, base_url: str, model: str, *, context_window: int | None = None, concurrency: int = 64,
                  timeout: float = 120.0, retries: int = 2):
@@ -110,10 +116,16 @@ class OpenAIBackend:
     async def _complete(self, request: Request) -> Completion:
         body = {"model": self.model, "prompt": request.text, "max_tokens": request.max_new_tokens,
                 "temperature": request.temperature, "seed": request.seed}
+        import httpx
+
         try:
             reply = await self._post(body)
             choice, usage = reply["choices"][0], reply.get("usage") or {}
         except Exception as err:
+            status = err.response.status_code if isinstance(err, httpx.HTTPStatusError) else None
+            if isinstance(err, httpx.TransportError) or status in UNAVAILABLE_STATUSES:
+                raise ServerUnreachable(f"the server at {self.base_url} stopped answering "
+                                        f"({type(err).__name__}: {str(err)[:200]})") from err
             return Completion(request.key, "", "error", error=f"{type(err).__name__}: {err}"[:300])
         text = cut_at_spawn(choice.get("text") or "")
         details = usage.get("prompt_tokens_details") or {}
@@ -128,7 +140,13 @@ class OpenAIBackend:
         if not self.in_flight:
             return []
         done, self.in_flight = concurrent.futures.wait(self.in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
-        return [future.result() for future in done]
+        try:
+            return [future.result() for future in done]
+        except BackendUnavailable:
+            for future in self.in_flight:  # the run stops: drop the calls still out
+                future.cancel()
+            self.in_flight = set()
+            raise
 
     def release(self, key: Hashable) -> None:
         pass

@@ -160,7 +160,7 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
     from transformers import TrainerCallback
     from trl import SFTTrainer
 
-    from .models import MODEL_PRESETS, build_model, count_parameters
+    from .models import MODEL_PRESETS, build_model, count_parameters, load_model
     from .tokenizer import build_tokenizer
 
     if run.threads:
@@ -178,9 +178,7 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
     tokenizer = build_tokenizer(run.numbers)
     dataset, report = tokenize_rows(load_rows(data_dir, run.kind, run.keep), tokenizer, context, run.seed)
     if run.init:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(run.init)
+        model = load_model(run.init)
         if model.config.vocab_size != len(tokenizer) or model.config.max_position_embeddings != context:
             raise UserFacingError(f"{run.init} is not a {run.model!r} model with the {run.numbers!r} tokenizer")
     else:
@@ -278,10 +276,10 @@ def ship(run_dir: str | Path, data_dir: str | Path, dest: str | Path, *, kind: s
 def evaluate_checkpoint(checkpoint: str | Path, problems: list[Problem], *, kind: str,
                         temperature: float = 0.0) -> dict:
     """Load a saved model and tokenizer and :func:`evaluate` them."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from .models import load_model
+    from .tokenizer import load_tokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(checkpoint))
-    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    model, tokenizer = load_model(checkpoint), load_tokenizer(checkpoint)
     return evaluate(model, tokenizer, problems, kind=kind, temperature=temperature)
 
 

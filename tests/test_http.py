@@ -8,7 +8,8 @@ import pytest
 from apr_mini.backends import TransformersBackend
 from apr_mini.serving import OpenAIBackend, ServerUnreachable, launch_server
 from apr_mini.engine import run_problems
-from apr_mini.data import load_problems
+from apr_mini.data import load_problems, read_jsonl
+from apr_mini.inference import run_eval
 from test_backends import CHECKPOINT
 from test_engine import bare
 
@@ -44,16 +45,49 @@ def test_engine_over_http_builds_the_same_trees_as_in_process(server):
     assert all(r["metrics"]["failures"] == [] for r in remote)
 
 
-def test_a_dead_server_is_a_clear_error_and_a_recorded_failure():
+def test_a_dead_server_is_a_clear_error_and_stops_the_run():
     backend = OpenAIBackend(f"http://127.0.0.1:{free_port()}", str(CHECKPOINT), retries=1, timeout=5)
     with pytest.raises(ServerUnreachable, match="transformers serve"):
         backend.check()
     problems = load_problems(CHECKPOINT / "problems_val.jsonl", 3)
-    records = run_problems(backend, problems)
+    with pytest.raises(ServerUnreachable, match="stopped answering .*ConnectError"):
+        run_problems(backend, problems)  # a transport failure is not the model's: no problem is finished by it
     backend.close()
-    assert len(records) == 3
-    assert all(r["tree"]["failure"].startswith("backend error: ConnectError") for r in records)
-    assert not any(r["verified"] for r in records)
+
+
+def test_a_server_killed_mid_run_loses_nothing_and_the_rerun_completes_every_problem(tmp_path):
+    problems = load_problems(CHECKPOINT / "problems_val.jsonl", 6)
+    out, port = tmp_path / "records.jsonl", free_port()
+
+    class KillsItsServer:
+        """Stops the server once the first problem is written, as a SIGTERM mid-run would."""
+
+        def __init__(self, server):
+            self.server, self.backend = server, server.backend(concurrency=2, retries=1, timeout=10)
+            self.context_window = self.backend.context_window
+
+        def step(self, requests):
+            if out.exists() and out.read_text().strip():
+                self.server.stop()
+            return self.backend.step(requests)
+
+        def release(self, key):
+            pass
+
+    with launch_server(CHECKPOINT, kind="transformers", port=port, timeout=240) as first:
+        with pytest.raises(ServerUnreachable, match="stopped answering"):
+            run_eval(KillsItsServer(first), problems, out, max_live=2, progress=False)
+    kept = read_jsonl(out)
+    assert 1 <= len(kept) < len(problems)
+    assert not any("backend error" in f for r in kept for f in r["metrics"]["failures"])
+    with launch_server(CHECKPOINT, kind="transformers", port=port, timeout=240) as second:
+        backend = second.backend(concurrency=2)
+        records = run_eval(backend, problems, out, max_live=2, progress=False)
+        backend.close()
+    assert [r["id"] for r in records] == list(range(len(problems)))
+    final = {r["id"]: r for r in records}
+    assert all(final[r["id"]] == r for r in kept)  # finished problems were not redone
+    assert not any("backend error" in f for r in records for f in r["metrics"]["failures"])
 
 
 def test_cli_reports_a_dead_server_without_a_traceback(tmp_path, capsys):
