@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROFILE ?= cpu
 EXTRAS ?= cpu,dev
 
-.PHONY: setup demo test test-fast reproduce bench bench-engine bench-grpo lab clean
+.PHONY: setup demo test test-fast reproduce bench bench-engine bench-grpo bench-parsing lab clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ bench-engine: setup
 # One GRPO step of apr-mini's loop against one of TRL's GRPOTrainer, on the shipped cpu SoS+ model (a few minutes)
 bench-grpo: setup
 	$(BIN)/python benchmarks/bench_grpo.py
+
+# The trace language's parsers on hostile 1 MB lines (seconds)
+bench-parsing: setup
+	$(BIN)/python benchmarks/bench_parsing.py
 
 lab: setup
 	$(BIN)/jupyter lab notebooks
