@@ -325,7 +325,7 @@ def cmd_solve(args) -> None:
     if not solutions:
         print(f"{args.numbers} cannot make {args.target}")
         return
-    print(f"{len(solutions)} solution paths; the first few:")
+    print(f"{len(solutions)} solution path{'s' if len(solutions) != 1 else ''}; the first few:")
     for path in solutions[: args.show]:
         print("  " + ", ".join(map(str, path)))
 

@@ -281,7 +281,8 @@ def get_profile(name: str | None = None) -> Profile:
 
 
 def print_environment(profile: Profile, packages=("torch", "transformers", "trl", "plotly", "ipywidgets")) -> None:
-    """The notebooks' first cell: versions, profile and where to change it."""
+    """The notebooks' first cell: versions, profile and where to change it; it also picks the
+    figures' renderer (:func:`apr_mini.plots.use_notebook_renderer`)."""
     import platform
     from importlib import metadata
 
@@ -295,6 +296,9 @@ def print_environment(profile: Profile, packages=("torch", "transformers", "trl"
             versions.append(f"{name} (not installed)")
     print(" | ".join(versions))
     print(f"profile: {profile.name!r} (set ${PROFILE_ENV_VAR} to one of {sorted(PROFILES)} to change it)")
+    from .plots import use_notebook_renderer
+
+    use_notebook_renderer()
 
 
 def get_device(verbose: bool = True) -> str:

@@ -212,7 +212,10 @@ def apply_step(available: list[int], step: Step) -> str | None:
     pool = list(available)
     for operand in (a, b):
         if operand not in pool:
-            return f"{step}: {operand} is not available in {sorted(available)}"
+            if operand in available:  # e.g. 32+32 with one 32: the number is there, but already used
+                count = available.count(operand)
+                return f"{step}: uses {operand} twice, but {sorted(available)} has only {count} of it"
+            return f"{step}: {operand} is not among the numbers left, {sorted(available)}"
         pool.remove(operand)
     available[:] = pool + [result]
     return None

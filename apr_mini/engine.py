@@ -257,7 +257,10 @@ class Orchestrator:
             self.backend.release(thread.key)
             return thread
         if thread.depth >= self.limits.max_depth:
-            return self._fail(thread, f"spawn at depth {thread.depth}, limit {self.limits.max_depth}")
+            allowed = "no thread may spawn" if not self.limits.max_depth else \
+                f"only threads above depth {self.limits.max_depth} may spawn"
+            return self._fail(thread, f"spawn at depth {thread.depth} refused (max_depth={self.limits.max_depth}: "
+                                      f"{allowed})")
         try:
             prompts = tl.child_prompts(text)
         except tl.TraceFormatError as err:

@@ -10,9 +10,16 @@ import html
 from . import trace_language as tl
 
 
+def segment_node(segment: tl.Segment) -> str:
+    """The search node a thread explores (``0,1``): its prompt's ``Moving to Node #...``. Thread names
+    (``root/0.2``: spawn 0, child 2) say where a thread sits in the tree; node ids say which state it searches."""
+    first = segment.text.split("\n", 1)[0]
+    return first.rsplit("Moving to Node #", 1)[-1].strip() if "Moving to Node #" in first else "?"
+
+
 def segment_label(segment: tl.Segment) -> str:
-    return (f"{'    ' * segment.depth}{segment.thread} · call {segment.call} · {segment.outcome}"
-            f" · tokens {segment.start}-{segment.end}")
+    return (f"{'    ' * segment.depth}{segment.thread} (node #{segment_node(segment)}) · call {segment.call}"
+            f" · {segment.outcome} · tokens {segment.start}-{segment.end}")
 
 
 def tree_explorer(tree: dict, title: str = ""):
@@ -26,7 +33,8 @@ def tree_explorer(tree: dict, title: str = ""):
 
     def show(change=None):
         segment = segments[chooser.value]
-        reader.value = (f"<b>{html.escape(segment.thread)}, call {segment.call}</b> ({segment.outcome})"
+        reader.value = (f"<b>{html.escape(segment.thread)}, node #{html.escape(segment_node(segment))}, "
+                        f"call {segment.call}</b> ({segment.outcome})"
                         f"<pre style='max-height:420px;overflow:auto;font-size:12px'>{html.escape(segment.text)}</pre>")
 
     chooser.observe(show, names="value")

@@ -6,7 +6,16 @@ import plotly.graph_objects as go
 
 # One colour per method, in every figure of every notebook
 METHOD_COLORS = {"SoS+": "#EF553B", "APR": "#636EFA"}
+# Plotly's JSON for JupyterLab, plus HTML with plotly.js inlined, so that a figure also shows in an
+# exported page (nbconvert --to html) and in viewers that do not run Plotly's extension
+NOTEBOOK_RENDERER = "plotly_mimetype+notebook"
 
+
+def use_notebook_renderer() -> None:
+    """Make every ``figure.show()`` render with :data:`NOTEBOOK_RENDERER` (notebooks call this once)."""
+    import plotly.io as pio
+
+    pio.renderers.default = NOTEBOOK_RENDERER
 
 
 def method_color(name: str) -> str | None:
@@ -33,10 +42,10 @@ def demo_token_figure(demos: list[dict], title: str = "What a demonstration cost
     fig = go.Figure()
     for label, key in METRICS:
         fig.add_trace(go.Box(y=[row["sosp"]["tokens"] for row in demos], name=label, legendgroup="SoS+",
-                             offsetgroup="SoS+", marker_color="#EF553B", showlegend=key == "total_tokens",
+                             offsetgroup="SoS+", marker_color=METHOD_COLORS["SoS+"], showlegend=key == "total_tokens",
                              x=[label] * len(demos), boxpoints=False))
         fig.add_trace(go.Box(y=[row["apr"]["stats"][key] for row in demos], name=label, legendgroup="APR",
-                             offsetgroup="APR", marker_color="#636EFA", showlegend=key == "total_tokens",
+                             offsetgroup="APR", marker_color=METHOD_COLORS["APR"], showlegend=key == "total_tokens",
                              x=[label] * len(demos), boxpoints=False))
     fig.data[0].name, fig.data[1].name = "SoS+", "APR"
     fig.update_layout(boxmode="group", title=title, yaxis_title="tokens", height=420)
@@ -55,9 +64,11 @@ def timeline_figure(segments, title: str = "Threads over time (in tokens)") -> g
                 y=[f"{s.thread} · {s.call}" for s in chosen], orientation="h", marker_color=color, name=outcome,
                 hovertext=[f"{s.thread}, call {s.call}: tokens {s.start}-{s.end}" for s in chosen]))
     order = [f"{s.thread} · {s.call}" for s in sorted(segments, key=lambda s: (s.thread, s.call))]
+    # every label shown (tickvals), with room for each: plotly drops labels that would overlap
     fig.update_layout(title=title, xaxis_title="token time (children run in parallel)", barmode="overlay",
-                      yaxis={"categoryorder": "array", "categoryarray": order[::-1]},
-                      height=max(250, 22 * len(segments) + 120))
+                      yaxis={"categoryorder": "array", "categoryarray": order[::-1], "tickmode": "array",
+                             "tickvals": order},
+                      height=max(260, 26 * len(segments) + 160))
     return fig
 
 
@@ -65,9 +76,11 @@ def context_fit_figure(demos: list[dict], windows: list[int] | None = None) -> g
     """Share of demonstrations that fit a context window: SoS+ traces, APR's longest sequence, and
     the same APR search written out as one sequence (its total tokens)."""
     curves = [
-        ("SoS+ trace", sorted(row["sosp"]["tokens"] for row in demos), "#EF553B", "solid"),
-        ("APR, longest thread", sorted(row["apr"]["stats"]["longest_sequence"] for row in demos), "#636EFA", "solid"),
-        ("APR search as one sequence", sorted(row["apr"]["stats"]["total_tokens"] for row in demos), "#636EFA", "dot"),
+        ("SoS+ trace", sorted(row["sosp"]["tokens"] for row in demos), METHOD_COLORS["SoS+"], "solid"),
+        ("APR, longest thread", sorted(row["apr"]["stats"]["longest_sequence"] for row in demos),
+         METHOD_COLORS["APR"], "solid"),
+        ("APR search as one sequence", sorted(row["apr"]["stats"]["total_tokens"] for row in demos),
+         METHOD_COLORS["APR"], "dot"),
     ]
     top = max(values[-1] for _, values, _, _ in curves)
     windows = windows or list(range(0, top + 64, max(1, top // 60)))
@@ -101,6 +114,40 @@ def advantage_timeline_figure(trees: list[tuple[str, dict, float]], title: str =
     fig.update_layout(title=title, xaxis_title="token time (children run in parallel)", barmode="overlay",
                       showlegend=False, yaxis={"categoryorder": "array", "categoryarray": labels[::-1]},
                       height=max(300, 20 * len(labels) + 140))
+    return fig
+
+
+COMPARISON_PANELS = [("accuracy (verified)", "accuracy"), ("total tokens (compute)", "total_tokens"),
+                     ("longest sequence (context)", "longest_sequence"),
+                     ("critical path (tokens in order)", "critical_path"), ("latency (s per problem)", "latency_s")]
+
+
+def method_comparison_figure(records: dict[str, list[dict]], title: str = "APR vs SoS+") -> go.Figure:
+    """One panel per measure, one bar per method (its colour): accuracy on a 0..1 axis with a 95%
+    interval and the count solved, the costs as means per problem. ``records`` maps a method's name
+    to its engine records (one per problem)."""
+    from plotly.subplots import make_subplots
+
+    from .inference import problem_rows
+    from .stats import bootstrap_mean
+
+    fig = make_subplots(rows=1, cols=len(COMPARISON_PANELS), subplot_titles=[t for t, _ in COMPARISON_PANELS])
+    for name, method_records in records.items():
+        rows = problem_rows(method_records)
+        for col, (_, key) in enumerate(COMPARISON_PANELS, start=1):
+            values = [float(r[key]) for r in rows]
+            if key == "accuracy":
+                stats = bootstrap_mean([values], rounds=1000)
+                error = {"type": "data", "symmetric": False, "array": [stats["ci95"][1] - stats["mean"]],
+                         "arrayminus": [stats["mean"] - stats["ci95"][0]]}
+                text = [f"{int(sum(values))}/{len(values)}"]
+            else:
+                error, text = None, [f"{sum(values) / len(values):,.0f}" if key != "latency_s"
+                                     else f"{sum(values) / len(values):.2f}"]
+            fig.add_bar(x=[name], y=[sum(values) / len(values)], error_y=error, text=text, textposition="outside",
+                        marker_color=method_color(name), name=name, showlegend=col == 1, row=1, col=col)
+    fig.update_yaxes(range=[0, 1], tickformat=".0%", row=1, col=1)
+    fig.update_layout(title=title, height=400, margin={"t": 90})
     return fig
 
 

@@ -215,6 +215,7 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
     tokens_per_step = report["tokens_per_epoch"] / len(trainer.train_dataset) * run.batch_size * run.grad_accum
     trainer.args.max_steps = max_steps = max(1, math.ceil(run.max_tokens / tokens_per_step))
     trainer.args.warmup_steps = warmup_steps(run, max_steps)
+    trainer.args.logging_steps = max(1, min(25, max_steps // 10))  # a short run logs its loss too
     start = time.time()
     trainer.train(resume_from_checkpoint=latest_checkpoint(out))
     trainer.save_model(str(out / "final"))
@@ -225,6 +226,7 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
         "tokens_seen": trainer.state.num_input_tokens_seen, "steps": trainer.state.global_step,
         "seconds_this_session": round(time.time() - start, 1),
         "final_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None),
+        "losses": [[h["step"], round(h["loss"], 4)] for h in trainer.state.log_history if "loss" in h],
     }
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -128,3 +128,5 @@ def test_timeline_places_children_in_parallel_and_explorer_lists_every_call():
     assert len(chooser.options) == len(segments)
     chooser.value = len(segments) - 1
     assert "call" in widget.children[2].value
+    for (label, _), segment in zip(chooser.options, segments):  # each thread's name and the node it explores
+        assert f"{segment.thread} (node #{tl.parse_prompt(segment.text).node_id})" in label

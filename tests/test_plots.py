@@ -1,0 +1,35 @@
+"""Figures: one colour per method everywhere, readable axes, and a renderer that survives HTML export."""
+
+import plotly.io as pio
+
+from apr_mini import plots
+from apr_mini.config import get_profile, print_environment
+
+
+def record(pid, verified, tokens):
+    metrics = {"total_tokens": tokens, "longest_sequence": tokens, "critical_path": tokens, "n_threads": 1,
+               "spawn_depth": 0, "latency_s": 0.5, "prefill_tokens": 5, "decode_tokens": tokens, "failures": []}
+    return {"id": pid, "sample": 0, "result": None, "verified": verified, "metrics": metrics}
+
+
+def test_method_colors_are_shared():
+    assert plots.method_color("SoS+ GRPO") == plots.method_color("sosp-binary") == plots.METHOD_COLORS["SoS+"]
+    assert plots.method_color("APR sub-call budget") == plots.METHOD_COLORS["APR"]
+    assert plots.method_color("solver") is None
+
+
+def test_method_comparison_has_an_accuracy_axis_from_0_to_1_and_a_colour_per_method():
+    records = {"SoS+": [record(i, i % 2 == 0, 500) for i in range(10)],
+               "APR": [record(i, i % 3 != 0, 900) for i in range(10)]}
+    fig = plots.method_comparison_figure(records)
+    assert tuple(fig.layout.yaxis.range) == (0, 1)
+    accuracy = [t for t in fig.data if t.xaxis == "x"]
+    assert [t.marker.color for t in accuracy] == [plots.METHOD_COLORS["SoS+"], plots.METHOD_COLORS["APR"]]
+    assert accuracy[0].text == ("5/10",) and accuracy[0].error_y.array is not None
+    assert [a.text for a in fig.layout.annotations][0] == "accuracy (verified)"
+
+
+def test_the_notebooks_first_cell_picks_a_renderer_that_embeds_plotly(capsys):
+    pio.renderers.default = "json"
+    print_environment(get_profile("tiny"))
+    assert pio.renderers.default == plots.NOTEBOOK_RENDERER and "notebook" in plots.NOTEBOOK_RENDERER.split("+")
