@@ -128,6 +128,8 @@ def cmd_sft(args) -> None:
     val = load_problems(data / "problems_val.jsonl")
     command = "python -m apr_mini " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     metrics = train(run, data, out, val_problems=val, command=command)
+    if int(os.environ.get("RANK", "0")):  # under accelerate launch (DDP) the main process reports and ships
+        return
     print(f"trained {metrics['tokens_seen']:,} tokens, final loss {metrics['final_loss']}: {out}/final")
     if args.ship:
         from .sft import ship
@@ -391,7 +393,8 @@ def main(argv=None) -> None:
     infer.add_argument("--within", type=WINDOW, nargs="+", metavar="TOKENS",
                        help="also report accuracy as if the context were each of these (inference.smaller_contexts)")
     infer.add_argument("--backend", choices=["transformers", "openai"], default="transformers")
-    infer.add_argument("--url", help="server url for --backend openai, e.g. http://127.0.0.1:8000")
+    infer.add_argument("--url", nargs="+", help="server url(s) for --backend openai, e.g. http://127.0.0.1:8000; "
+                       "several servers share the threads, each thread's calls staying on one")
     infer.add_argument("--join", choices=["prefix-cache", "re-prefill"], default="prefix-cache")
     infer.add_argument("--max-batch", type=COUNT, default=64, help="rows decoded together (transformers backend)")
     infer.add_argument("--max-live", type=COUNT, default=64, help="problems in flight at once")

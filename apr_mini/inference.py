@@ -241,11 +241,12 @@ def summary_table(summaries: dict[str, dict]) -> str:
 
 
 def open_backend(checkpoint: str | Path, *, kind: str = "transformers", join: str = "prefix-cache",
-                 url: str | None = None, max_batch: int = 64, device: str | None = None,
+                 url: str | list[str] | None = None, max_batch: int = 64, device: str | None = None,
                  context_window: int | None = None):
     """A backend for a checkpoint folder: in-process transformers (on ``get_device()``), or an
-    OpenAI-compatible server already serving it at ``url`` (checked before it is returned; its
-    context window comes from the checkpoint's config unless ``context_window`` is given)."""
+    OpenAI-compatible server already serving it at ``url``, or several (a list: threads are spread over
+    them; checked before it is returned; the context window comes from the checkpoint's config unless
+    ``context_window`` is given)."""
     if kind == "openai":
         from .serving import OpenAIBackend
 

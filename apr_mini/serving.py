@@ -57,55 +57,68 @@ def checkpoint_context(checkpoint: str | Path) -> int:
 
 
 class OpenAIBackend:
-    """An async client for ``POST {base_url}/v1/completions`` run on its own event-loop thread, so
-    it works the same from scripts and from Jupyter (whose loop is already running).
+    """An async client for ``POST {base_url}/v1/completions`` on one or several servers, run on its own
+    event-loop thread, so it works the same from scripts and from Jupyter (whose loop is already running).
 
-    Every request is one HTTP call; up to ``concurrency`` are in flight, which is what lets the server
-    batch them. No ``stop`` string is sent: trace models end a spawn block with EOS, and
-    ``transformers serve``'s stop-string matcher stops early on this tokenizer's multi-character
-    tokens (measured: it cut ``Moving to Node #0,3`` after the ``#``), so the client cuts the text
-    after the first ``<End Calling Sub Searches>`` itself. A failed call is retried ``retries`` times
-    with backoff. After that, a transport failure (no connection, a timeout, a gateway status) raises
+    Every request is one HTTP call; up to ``concurrency`` per server are in flight, which is what lets a
+    server batch them. With several ``base_url`` s (several GPUs, each serving the model) a thread's first
+    call goes to the server with the fewest calls in flight and its later calls to the same one, so its
+    prefix stays in that server's cache (SGLang's radix cache; the join only prefills the new text).
+    No ``stop`` string is sent: trace models end a spawn block with EOS, and ``transformers serve``'s
+    stop-string matcher stops early on this tokenizer's multi-character tokens (measured: it cut
+    ``Moving to Node #0,3`` after the ``#``), so the client cuts the text after the first
+    ``<End Calling Sub Searches>`` itself. A failed call is retried ``retries`` times with backoff.
+    After that, a transport failure (no connection, a timeout, a gateway status) raises
     :class:`ServerUnreachable`, which stops the run without recording the problems in flight; any
     other failure (the server refused this request) comes back as a ``reason="error"`` completion,
-    which the engine records as the thread's failure. The server keeps prefix caches itself
-    (SGLang's radix cache), so ``cached_tokens`` is what it reports, when it does."""
+    which the engine records as the thread's failure. ``cached_tokens`` is what a server reports,
+    when it does."""
 
-    def __init__(self, base_url: str, model: str, *, context_window: int | None = None, concurrency: int = 64,
-                 timeout: float = 120.0, retries: int = 2):
+    def __init__(self, base_url: str | list[str], model: str, *, context_window: int | None = None,
+                 concurrency: int = 64, timeout: float = 120.0, retries: int = 2):
         import httpx
 
-        self.base_url, self.model = base_url.rstrip("/"), model
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("OpenAIBackend needs at least one server url")
+        self.base_urls, self.model = [u.rstrip("/") for u in urls], model
         self.context_window = context_window or checkpoint_context(model)
         self.retries, self.timeout = retries, timeout
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="apr-mini-http")
         self._thread.start()
-        self.client = self._call(self._make_client(httpx, concurrency))
-        self.in_flight: set[concurrent.futures.Future] = set()
+        self.clients = [self._call(self._make_client(httpx, url, concurrency)) for url in self.base_urls]
+        self.in_flight: dict[concurrent.futures.Future, int] = {}   # call -> its server
+        self.server_of: dict[Hashable, int] = {}          # thread key -> the server its calls go to
+        self.load = [0] * len(self.base_urls)              # calls in flight per server
 
-    async def _make_client(self, httpx, concurrency):
+    @property
+    def base_url(self) -> str:
+        return self.base_urls[0]
+
+    async def _make_client(self, httpx, url, concurrency):
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        return httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, limits=limits)
+        return httpx.AsyncClient(base_url=url, timeout=self.timeout, limits=limits)
 
     def _call(self, coroutine):
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
     def check(self) -> None:
-        """Raise :class:`ServerUnreachable` with what to do if the server does not answer."""
-        try:
-            self._call(self._post(probe_body(self.model), retries=0))
-        except Exception as err:  # any failure here means the same thing to the user
-            raise ServerUnreachable(
-                f"no OpenAI-compatible completion server answered at {self.base_url}/v1/completions ({err}). "
-                "Start one, e.g. `transformers serve --device cpu --port 8000 data/cpu-apr` or "
-                "`python -m sglang.launch_server --model-path data/cpu-apr --port 8000`.") from err
+        """Raise :class:`ServerUnreachable` with what to do if a server does not answer."""
+        for server, url in enumerate(self.base_urls):
+            try:
+                self._call(self._post(probe_body(self.model), server, retries=0))
+            except Exception as err:  # any failure here means the same thing to the user
+                raise ServerUnreachable(
+                    f"no OpenAI-compatible completion server answered at {url}/v1/completions ({err}). "
+                    "Start one, e.g. `transformers serve --device cpu --port 8000 data/cpu-apr` or "
+                    "`python -m sglang.launch_server --model-path data/cpu-apr --port 8000`.") from err
 
-    async def _post(self, body: dict, retries: int | None = None) -> dict:
+    async def _post(self, body: dict, server: int = 0, retries: int | None = None) -> dict:
         retries = self.retries if retries is None else retries
         for attempt in range(retries + 1):
             try:
-                response = await self.client.post("/v1/completions", json=body)
+                response = await self.clients[server].post("/v1/completions", json=body)
                 response.raise_for_status()
                 return response.json()
             except Exception:
@@ -113,18 +126,23 @@ class OpenAIBackend:
                     raise
                 await asyncio.sleep(0.5 * 2 ** attempt)
 
-    async def _complete(self, request: Request) -> Completion:
-        body = {"model": self.model, "prompt": request.text, "max_tokens": request.max_new_tokens,
-                "temperature": request.temperature, "seed": request.seed}
+    def _server_for(self, key: Hashable) -> int:
+        if key not in self.server_of:
+            self.server_of[key] = min(range(len(self.load)), key=self.load.__getitem__)
+        return self.server_of[key]
+
+    async def _complete(self, request: Request, server: int) -> Completion:
         import httpx
 
+        body = {"model": self.model, "prompt": request.text, "max_tokens": request.max_new_tokens,
+                "temperature": request.temperature, "seed": request.seed}
         try:
-            reply = await self._post(body)
+            reply = await self._post(body, server)
             choice, usage = reply["choices"][0], reply.get("usage") or {}
         except Exception as err:
             status = err.response.status_code if isinstance(err, httpx.HTTPStatusError) else None
             if isinstance(err, httpx.TransportError) or status in UNAVAILABLE_STATUSES:
-                raise ServerUnreachable(f"the server at {self.base_url} stopped answering "
+                raise ServerUnreachable(f"the server at {self.base_urls[server]} stopped answering "
                                         f"({type(err).__name__}: {str(err)[:200]})") from err
             return Completion(request.key, "", "error", error=f"{type(err).__name__}: {err}"[:300])
         text = cut_at_spawn(choice.get("text") or "")
@@ -136,23 +154,28 @@ class OpenAIBackend:
 
     def step(self, requests: list[Request]) -> list[Completion]:
         for request in requests:
-            self.in_flight.add(asyncio.run_coroutine_threadsafe(self._complete(request), self.loop))
+            server = self._server_for(request.key)
+            self.load[server] += 1
+            self.in_flight[asyncio.run_coroutine_threadsafe(self._complete(request, server), self.loop)] = server
         if not self.in_flight:
             return []
-        done, self.in_flight = concurrent.futures.wait(self.in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+        done, _ = concurrent.futures.wait(self.in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in done:
+            self.load[self.in_flight.pop(future)] -= 1
         try:
             return [future.result() for future in done]
         except BackendUnavailable:
             for future in self.in_flight:  # the run stops: drop the calls still out
                 future.cancel()
-            self.in_flight = set()
+            self.in_flight.clear()
             raise
 
     def release(self, key: Hashable) -> None:
-        pass
+        self.server_of.pop(key, None)
 
     def close(self) -> None:
-        self._call(self.client.aclose())
+        for client in self.clients:
+            self._call(client.aclose())
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 

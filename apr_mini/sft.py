@@ -125,6 +125,19 @@ def warmup_steps(run: SFTRun, max_steps: int) -> int:
     return max(1, int(run.warmup_ratio * max_steps))
 
 
+def data_parallel_accumulation(run: SFTRun) -> tuple[int, int]:
+    """``(processes, gradient accumulation per process)``: under DDP (``accelerate launch --multi_gpu``,
+    ``torchrun``) each of ``WORLD_SIZE`` processes accumulates a share of ``run.grad_accum``, so the
+    global batch, and so the recipe, stays the same as on one process."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if run.grad_accum % world:
+        raise UserFacingError(f"{world} processes cannot share a gradient accumulation of {run.grad_accum}: "
+                              "use a process count that divides it")
+    return world, run.grad_accum // world
+
+
 def sft_config(run: SFTRun, out_dir: Path, context: int, max_steps: int):
     """TRL's config for a CPU- and GPU-friendly run (no bf16 or gradient checkpointing on CPU)."""
     import torch
@@ -133,7 +146,7 @@ def sft_config(run: SFTRun, out_dir: Path, context: int, max_steps: int):
     on_gpu = torch.cuda.is_available()
     return SFTConfig(
         output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=run.batch_size,
-        gradient_accumulation_steps=run.grad_accum,
+        gradient_accumulation_steps=data_parallel_accumulation(run)[1],
         learning_rate=run.lr, lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr_rate": run.min_lr_ratio}, warmup_steps=warmup_steps(run, max_steps),
         weight_decay=run.weight_decay, adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=1.0,
@@ -191,12 +204,13 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
     class Curve(TrainerCallback):
         recorded_step = None
 
+        # under DDP (accelerate launch) only the main process evaluates and writes the curve
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            if run.eval_every and val and state.global_step % run.eval_every == 0:
+            if run.eval_every and val and state.global_step % run.eval_every == 0 and state.is_world_process_zero:
                 self.record(state, model)
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
-            if val and state.global_step != self.recorded_step:
+            if val and state.global_step != self.recorded_step and state.is_world_process_zero:
                 self.record(state, model)
 
         def record(self, state, model):
@@ -212,14 +226,14 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
                          processing_class=tokenizer, callbacks=[Curve()])
     # Packed blocks are not all full (the longer the rows, the emptier), so the step count comes from
     # the real tokens per block: ``max_tokens`` counts trained tokens, as in the curve and metrics.
+    # Under DDP the processes share a step's blocks; the token count is the sum over all of them.
     tokens_per_step = report["tokens_per_epoch"] / len(trainer.train_dataset) * run.batch_size * run.grad_accum
     trainer.args.max_steps = max_steps = max(1, math.ceil(run.max_tokens / tokens_per_step))
     trainer.args.warmup_steps = warmup_steps(run, max_steps)
     trainer.args.logging_steps = max(1, min(25, max_steps // 10))  # a short run logs its loss too
     start = time.time()
     trainer.train(resume_from_checkpoint=latest_checkpoint(out))
-    trainer.save_model(str(out / "final"))
-    tokenizer.save_pretrained(str(out / "final"))
+    trainer.save_model(str(out / "final"))  # only the main process writes (under DDP)
     metrics = {
         "command": command, "run": asdict(run), "data": str(data_dir), "preprocessing": report,
         "parameters": count_parameters(trainer.model), "context": context,
@@ -228,7 +242,9 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
         "final_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None),
         "losses": [[h["step"], round(h["loss"], 4)] for h in trainer.state.log_history if "loss" in h],
     }
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(out / "final"))
+        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 

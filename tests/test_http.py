@@ -114,3 +114,28 @@ def test_grpo_rollouts_through_a_server_sync_the_weights_each_step(server, tmp_p
     metrics = grpo_train.train(CHECKPOINT, "apr", problems, tmp_path / "run", config, progress=False, rollouts=rollouts)
     assert metrics["steps"] == 2 and reloads == [tmp_path / "sync"] * 2
     assert (tmp_path / "sync" / "model.safetensors").exists()
+
+
+def test_threads_spread_over_several_servers_and_each_thread_stays_on_one(server):
+    from apr_mini.tokenizer import load_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    class Recording(OpenAIBackend):
+        def _server_for(self, key):
+            chosen = super()._server_for(key)
+            self.routes.setdefault(key, set()).add(chosen)
+            return chosen
+
+    problems = load_problems(CHECKPOINT / "problems_val.jsonl", 4)
+    with launch_server(CHECKPOINT, kind="transformers", port=free_port(), timeout=240) as second:
+        backend = Recording([server.base_url, second.base_url], str(CHECKPOINT), concurrency=4)
+        backend.routes = {}
+        backend.check()
+        remote = run_problems(backend, problems)
+        backend.close()
+    assert all(len(servers) == 1 for servers in backend.routes.values())  # a thread's calls: one server
+    assert {s for servers in backend.routes.values() for s in servers} == {0, 1}  # both servers worked
+    assert any(len(thread["calls"]) > 1 for r in remote for thread in [r["tree"]])  # a joined thread came back
+    model = AutoModelForCausalLM.from_pretrained(CHECKPOINT)
+    local = run_problems(TransformersBackend(model, load_tokenizer(CHECKPOINT)), problems)
+    assert [bare(r["tree"]) for r in remote] == [bare(r["tree"]) for r in local]
