@@ -115,6 +115,15 @@ PROFILES: dict[str, Profile] = {
         # This task has only 1,934 distinct solvable problems: use most of them, many traces each.
         data=DataConfig(n_train=1500, n_val=200, traces_per_problem=16),
     ),
+    # One free cloud GPU (APR_PROFILE=t4): 4 numbers instead of 3, so the searches are long enough that
+    # SoS+ runs out of a 1,536-token context while APR's threads fit (benchmarks/gpu_check.sh; README)
+    "t4": Profile(
+        name="t4",
+        task=TaskConfig(n_numbers=4, min_number=1, max_number=12, min_target=10, max_target=36),
+        demo=DemoConfig(sosp_min_beam=3, sosp_max_beam=8, apr_min_beam=3, apr_max_beam=6, apr_max_sub_beam=10,
+                        token_budget_step=256),
+        data=DataConfig(n_train=20_000, n_val=500, traces_per_problem=4),
+    ),
     "gpu": Profile(
         name="gpu",
         task=TaskConfig(n_numbers=4, min_number=1, max_number=99, min_target=10, max_target=100),
@@ -186,6 +195,9 @@ GRPO_PRESETS: dict[str, GRPOConfig] = {
     # (an all-same group, no signal, is 5x rarer at 60% success than with 5)
     "cpu": GRPOConfig(learning_rate=1e-4, max_steps=60, problems_per_step=16, num_generations=8, eval_steps=10,
                       eval_problems=100),
+    # one T4: 32 problems x 8 trees a step, beta 0.04 (what held the cpu APR run), 40 steps (an estimate: about 20 min)
+    "t4": GRPOConfig(learning_rate=5e-5, max_steps=40, problems_per_step=32, num_generations=8, beta=0.04,
+                     eval_steps=10, eval_problems=200, block_tokens=8192),
     "gpu": GRPOConfig(),
 }
 
@@ -254,6 +266,13 @@ REPRODUCE_PRESETS: dict[str, ReproduceConfig] = {
                             latency_problems=2, latency_rounds=2, bootstrap=200, out="runs/reproduce/tiny/results",
                             records="runs/reproduce/tiny"),
     "cpu": ReproduceConfig(),
+    # One T4: the models a t4-profile run ships (notebooks 03 and 05 under APR_PROFILE=t4; none committed)
+    "t4": ReproduceConfig(problems="runs/t4/data/problems_val.jsonl", n_problems=500, sosp_sft=("runs/t4/sosp",),
+                          apr_sft=("runs/t4/apr",), sosp_grpo=("runs/t4/sosp-grpo",), apr_grpo=("runs/t4/apr-grpo",),
+                          sosp_budget=("runs/t4/sosp-budget",), apr_budget=("runs/t4/apr-budget",),
+                          windows=(768, 1024, 1280, 1536), derivation_window=1024,
+                          token_budgets=(768, 1024, 1280, 1536), sub_call_budgets=(3, 4, 5, 6), sample_seeds=1,
+                          out="runs/t4/results", records="runs/reproduce/t4"),
     # The paper's scale: models a gpu-profile run ships there (none are committed)
     "gpu": ReproduceConfig(problems="runs/gpu/data/problems_val.jsonl", n_problems=1000,
                            sosp_sft=("runs/gpu/sosp",), apr_sft=("runs/gpu/apr",), sosp_grpo=("runs/gpu/sosp-grpo",),

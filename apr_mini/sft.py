@@ -144,13 +144,14 @@ def sft_config(run: SFTRun, out_dir: Path, context: int, max_steps: int):
     from trl import SFTConfig
 
     on_gpu = torch.cuda.is_available()
+    bf16 = on_gpu and torch.cuda.is_bf16_supported()  # a T4 has no bf16: fp16 mixed precision there
     return SFTConfig(
         output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=run.batch_size,
         gradient_accumulation_steps=data_parallel_accumulation(run)[1],
         learning_rate=run.lr, lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr_rate": run.min_lr_ratio}, warmup_steps=warmup_steps(run, max_steps),
         weight_decay=run.weight_decay, adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=1.0,
-        bf16=on_gpu, activation_checkpointing=False, max_length=context, packing=run.packing,
+        bf16=bf16, fp16=on_gpu and not bf16, activation_checkpointing=False, max_length=context, packing=run.packing,
         packing_strategy="bfd", completion_only_loss=True, logging_steps=25, save_steps=run.save_every,
         save_total_limit=2, report_to="none", seed=run.seed, data_seed=run.seed, dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding", use_cpu=not on_gpu, disable_tqdm=False,

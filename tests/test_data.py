@@ -12,7 +12,7 @@ TINY = PROFILES["tiny"]
 
 
 def test_profiles_and_env_var(monkeypatch):
-    assert set(PROFILES) == {"tiny", "cpu", "gpu"}
+    assert set(PROFILES) == {"tiny", "cpu", "t4", "gpu"}
     monkeypatch.setenv("APR_PROFILE", "gpu")
     assert get_profile().name == "gpu"
     assert get_profile("tiny").name == "tiny"
@@ -21,6 +21,25 @@ def test_profiles_and_env_var(monkeypatch):
         get_profile()
     paper = PROFILES["gpu"].task
     assert (paper.n_numbers, paper.max_number, paper.min_target, paper.max_target) == (4, 99, 10, 100)
+
+
+def test_every_profile_has_its_model_grpo_and_reproduce_presets():
+    from apr_mini.config import GRPO_PRESETS, REPRODUCE_PRESETS
+    from apr_mini.models import MODEL_PRESETS
+
+    for name in PROFILES:
+        assert name in MODEL_PRESETS and name in GRPO_PRESETS and name in REPRODUCE_PRESETS
+        assert MODEL_PRESETS[name].head_dim * MODEL_PRESETS[name].n_heads == MODEL_PRESETS[name].hidden
+    # the t4 task: SoS+ demonstrations overflow the t4 context far more often than APR's threads
+    from apr_mini.countdown import problem_chunk
+    from apr_mini.data import demonstrate_all
+
+    t4 = PROFILES["t4"]
+    demos = demonstrate_all(problem_chunk(t4.task, 0, "t4-test", 0, 60), t4.demo, progress=False)
+    window = MODEL_PRESETS["t4"].context
+    sosp_over = sum(d["sosp"]["tokens"] > window for d in demos) / len(demos)
+    apr_over = sum(d["apr"]["stats"]["longest_sequence"] > window for d in demos) / len(demos)
+    assert sosp_over > 0.4 and apr_over < 0.15, (sosp_over, apr_over)
 
 
 def test_splits_are_disjoint_unique_and_independent_of_worker_count():
