@@ -195,8 +195,9 @@ GRPO_PRESETS: dict[str, GRPOConfig] = {
     # (an all-same group, no signal, is 5x rarer at 60% success than with 5)
     "cpu": GRPOConfig(learning_rate=1e-4, max_steps=60, problems_per_step=16, num_generations=8, eval_steps=10,
                       eval_problems=100),
-    # one T4: 32 problems x 8 trees a step, beta 0.04 (what held the cpu APR run), 40 steps (an estimate: about 20 min)
-    "t4": GRPOConfig(learning_rate=5e-5, max_steps=40, problems_per_step=32, num_generations=8, beta=0.04,
+    # one T4: 16 problems x 8 trees a step, beta 0.04 (what held the cpu APR run), 30 steps (estimated at about
+    # 15 minutes; README, "On GPUs")
+    "t4": GRPOConfig(learning_rate=5e-5, max_steps=30, problems_per_step=16, num_generations=8, beta=0.04,
                      eval_steps=10, eval_problems=200, block_tokens=8192),
     "gpu": GRPOConfig(),
 }
