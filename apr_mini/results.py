@@ -285,8 +285,12 @@ def _rl(config, runs, models) -> dict:
         before = load_records(config, _find(runs, f"{method}_sft", 0, full))
         after = load_records(config, _find(runs, f"{method}_grpo", 0, full))
         b, a = problem_rows(before), problem_rows(after)
-        change = {c: round(100 * (mean(r[c] for r in a) / max(1e-9, mean(r[c] for r in b)) - 1), 1)
-                  for c in ("children", "longest_sequence", "total_tokens")}
+
+        def relative(c: str) -> float | None:  # None where there is nothing to compare (SoS+ has no children)
+            base = mean(r[c] for r in b)
+            return round(100 * (mean(r[c] for r in a) / base - 1), 1) if base else None
+
+        change = {c: relative(c) for c in ("children", "longest_sequence", "total_tokens")}
         out[method] = {"accuracy": paired_difference(before, after), "relative_change_percent": change}
     return out
 
