@@ -13,6 +13,7 @@ from apr_mini.engine import BackendUnavailable, ScriptedBackend, scripted_from_t
 from apr_mini.inference import EvalSettings, ResumeMismatch, run_eval
 from test_backends import CHECKPOINT
 from test_engine import bare
+from test_inference import KilledAfter
 from test_inference import demos  # noqa: F401  (a fixture)
 
 PROBLEMS = str(CHECKPOINT / "problems_val.jsonl")
@@ -145,27 +146,13 @@ def test_a_refused_resume_does_not_load_the_model(tmp_path, capsys, monkeypatch)
                        "--out", str(out)], capsys, "settings file r.settings.json is missing")
 
 
-class GoesAway(ScriptedBackend):
-    """A backend whose server disappears after some steps."""
-
-    def __init__(self, script, steps):
-        super().__init__(script)
-        self.steps_left = steps
-
-    def step(self, requests):
-        self.steps_left -= 1
-        if self.steps_left < 0:
-            raise BackendUnavailable("the server went away")
-        return super().step(requests)
-
-
 def test_an_unreachable_backend_stops_the_run_without_recording_unfinished_problems(demos, tmp_path):  # noqa: F811
     problems, trees = demos
     script = scripted_from_trees(trees)
     out = tmp_path / "r.jsonl"
     full_steps = len(run_eval(ScriptedBackend(script), problems, tmp_path / "full.jsonl", progress=False))
     with pytest.raises(BackendUnavailable):
-        run_eval(GoesAway(script, steps=6), problems, out, progress=False)
+        run_eval(KilledAfter(script, 6, BackendUnavailable), problems, out, progress=False)
     kept = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(kept) < full_steps and all(not r["metrics"]["failures"] for r in kept)
     records = run_eval(ScriptedBackend(script), problems, out, progress=False)

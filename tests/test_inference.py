@@ -18,16 +18,16 @@ class Killed(Exception):
 
 
 class KilledAfter(ScriptedBackend):
-    """A scripted backend that dies (like a killed process) after some steps."""
+    """A scripted backend that dies (like a killed process, or raising ``error``) after some steps."""
 
-    def __init__(self, script, steps):
+    def __init__(self, script, steps, error=Killed):
         super().__init__(script)
-        self.steps_left = steps
+        self.steps_left, self.error = steps, error
 
     def step(self, requests):
         self.steps_left -= 1
         if self.steps_left < 0:
-            raise Killed
+            raise self.error("the backend went away")
         return super().step(requests)
 
 

@@ -136,31 +136,16 @@ def test_other_scripts_digits_do_not_verify():
     assert not tl.verify_trace(wide + wide, (3, 4), 7)
 
 
-def _best_seconds(fn, text, rounds=3):
-    import time
+def test_parsing_time_grows_linearly_with_the_text():
+    """The benchmark's hostile 1 MB lines (benchmarks/bench_parsing.py): ten times the text must cost
+    about ten times the time (a quadratic parser costs a hundred times; the slack absorbs a busy machine)."""
+    import importlib.util
+    from pathlib import Path
 
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        try:
-            fn(text)
-        except tl.TraceFormatError:
-            pass
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-@pytest.mark.parametrize("name, fn, unit", [
-    ("parse_state_line", tl.parse_state_line, "Current State: 1:["),
-    ("node_table", lambda t: tl.node_table("Moving to Node #0\nCurrent State: 12:[3, 4, 5], Operations: []\n" + t),
-     "Generated Node #0: 1:["),
-    ("verify_trace", lambda t: tl.verify_trace("Goal Reached\n" + t + "\nGoal Reached", (3, 4, 5), 12),
-     "Exploring Operation: 1+1=2, Resulting Numbers: ["),
-    ("count_tokens", tl.count_tokens, "Generated Node #0,1: 12:[3, 4] Operation: 1+1=2 "),
-])
-def test_parsing_time_grows_linearly_with_the_text(name, fn, unit):
-    """1 MB of repeated openers on one line: ten times the text must cost about ten times the time
-    (a quadratic parser costs a hundred times; the slack absorbs a busy machine)."""
-    small, large = unit * (100_000 // len(unit)), unit * (1_000_000 // len(unit))
-    ratio_bound = 30 * _best_seconds(fn, small) + 0.05
-    assert _best_seconds(fn, large) < ratio_bound, f"{name} is not linear in its input"
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_parsing.py"
+    spec = importlib.util.spec_from_file_location("bench_parsing", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for name, (fn, unit) in bench.CASES.items():
+        small, large = unit * (100_000 // len(unit)), unit * (1_000_000 // len(unit))
+        assert bench.best_seconds(fn, large) < 30 * bench.best_seconds(fn, small) + 0.05, f"{name} is not linear"
