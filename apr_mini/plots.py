@@ -208,8 +208,10 @@ def _series_figure(groups: dict[str, list[dict]], x_key: str, title: str, x_titl
                                      marker={"color": color, "opacity": 0.35, "size": 5}, hoverinfo="skip"))
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title="accuracy (verified)", yaxis_tickformat=".0%",
                       yaxis_range=[0, 1], height=440, legend={"orientation": "h", "y": -0.2})
-    if log_x:
-        fig.update_xaxes(type="log")
+    if log_x:  # ticks at 1-2-5 steps, written out (plotly's default log ticks read as "6 7 8 9 1000 2 3")
+        xs = [p[x_key] for points in groups.values() for p in points if p.get(x_key)]
+        ticks = [m * 10 ** e for e in range(0, 7) for m in (1, 2, 5) if min(xs) / 2 <= m * 10 ** e <= max(xs) * 2]
+        fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:,}" for t in ticks])
     return fig
 
 

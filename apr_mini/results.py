@@ -323,8 +323,11 @@ def claims(config: ReproduceConfig, context: list[dict], compute: list[dict], la
         rows.append(_claim(config, "context", f"{full}-token context, after GRPO", at_full["apr_grpo"],
                            at_full["sosp_grpo"]))
     budget = 5 * full  # the paper compares at 20k total tokens, five times its 4k context
-    rows.append(_claim(config, "compute", f"at most {budget:,} total tokens per problem (5x the context)",
-                       _best(compute, "apr", "total_tokens", budget), _best(compute, "sosp", "total_tokens", budget)))
+    # pass@k needs the verifier at test time (an oracle), so it is not a method the claim compares;
+    # compute_saving sets APR against it, as the paper does with pass@8
+    deployable = [p for p in compute if p["stat"] != "pass_at_n"]
+    rows.append(_claim(config, "compute", f"at most {budget:,} total tokens per problem (5x the context; no oracle)",
+                       _best(deployable, "apr", "total_tokens", budget), _best(deployable, "sosp", "total_tokens", budget)))
     sosp_greedy = next((p for p in latency if p["role"] == "sosp_sft"), None)
     if sosp_greedy:
         limit = sosp_greedy["latency_alone_s"]
