@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROFILE ?= cpu
 EXTRAS ?= cpu,dev
 
-.PHONY: setup demo test test-fast reproduce bench bench-engine bench-grpo bench-parsing lab clean
+.PHONY: setup demo test test-fast reproduce assignments bench bench-engine bench-grpo bench-parsing lab clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ test-fast: setup
 # The paper's three claims with seeds and intervals (resumable; data/results/ for the cpu profile)
 reproduce: setup
 	$(BIN)/python -m apr_mini reproduce --profile $(PROFILE)
+
+# The student versions of the course assignments (assignments/release/), made by nbgrader from assignments/source/
+assignments: setup
+	$(BIN)/python -m apr_mini assignments generate
 
 bench: setup
 	$(BIN)/python benchmarks/bench_demonstrations.py

@@ -1,4 +1,4 @@
-"""Command line: ``python -m apr_mini {data,lengths,demo,sft,evaluate,infer,grpo,reproduce,compare,solve} --help`` (also installed as ``apr-mini``).
+"""Command line: ``python -m apr_mini {data,lengths,demo,sft,evaluate,infer,grpo,reproduce,assignments,compare,solve} --help`` (also installed as ``apr-mini``).
 
 - ``data``: write a profile's problems, demonstrations and SFT rows (JSONL) with a manifest;
 - ``lengths``: the share of SoS+ and APR training rows that overflow each context window;
@@ -8,6 +8,7 @@
 - ``infer``: run held-out problems through the spawn/join engine (APR, SoS+, N samples), resumable;
 - ``grpo``: reinforcement learning (GRPO over spawn trees) from an SFT checkpoint, resumable;
 - ``reproduce``: the paper's three claims (context, compute, latency) with seeds and intervals, resumable;
+- ``assignments``: the course's graded assignments (nbgrader): student versions and grading;
 - ``compare``: the paired accuracy difference of two runs' records on the same problems;
 - ``solve``: solve one Countdown problem exactly, e.g. ``python -m apr_mini solve 24 32 84 26 59``.
 """
@@ -304,6 +305,20 @@ def cmd_reproduce(args) -> None:
     print(f"wrote {config.out}/summary.json and figures; records in {config.records}/")
 
 
+def cmd_assignments(args) -> None:
+    from . import assignments
+
+    if args.action == "generate":
+        for path in assignments.generate():
+            print(f"wrote {path}")
+        return
+    if not args.submissions:
+        raise UserFacingError("grade needs the submissions folder: <folder>/<student>/<assignment id>.ipynb")
+    rows = assignments.grade(args.submissions, out=args.out)
+    print(assignments.score_table(rows))
+    print(f"scores: {args.out or Path(args.submissions) / 'scores.csv'}")
+
+
 def cmd_compare(args) -> None:
     from .data import read_jsonl
     from .stats import paired_difference
@@ -437,6 +452,12 @@ def main(argv=None) -> None:
                      "the machine to themselves; a later run without this flag adds them")
     rep.add_argument("--no-progress", action="store_true")
     rep.set_defaults(fn=cmd_reproduce)
+    course = sub.add_parser("assignments", help="course assignments (nbgrader): write the student versions, or "
+                                                 "grade a folder of submissions")
+    course.add_argument("action", choices=["generate", "grade"])
+    course.add_argument("submissions", nargs="?", help="grade: a folder of <student>/<assignment id>.ipynb")
+    course.add_argument("--out", help="grade: the score table's CSV (default: <submissions>/scores.csv)")
+    course.set_defaults(fn=cmd_assignments)
     compare = sub.add_parser("compare", help="paired accuracy difference of two records files (infer or grpo --ship)")
     compare.add_argument("first", help="records JSONL, e.g. data/cpu-sosp-grpo/eval_after.jsonl")
     compare.add_argument("second", help="records JSONL on the same problems")
