@@ -12,6 +12,7 @@ from apr_mini import assignments
 # one plausible mistake per exercise: (text in the solution, what a student might write instead)
 WRONG = {
     "a1_verifier": ("        left.remove(operand)", "        pass  # lenient, like the reference's checker"),
+    "a2_spawn_join": ("enumerate(zip(nodes, results)):", "enumerate(zip(nodes, results), start=1):  # off by one"),
     "a3_tree_metrics": ("counts.append(tl.count_tokens(calls[k][len(before):]))",
                         "counts.append(tl.count_tokens(calls[k]))  # counts the repeated prefix again"),
 }
