@@ -201,10 +201,8 @@ class Orchestrator:
                     continue
                 self._absorb(thread, completion)
                 ended = self._after_call(thread, live[thread.problem][2], queue, running)
-                while ended is not None and ended.parent is not None:  # a child ended: maybe join its parent
-                    parent = ended.parent
-                    parent.waiting_for -= 1
-                    ended = self._join(parent, queue, running) if parent.waiting_for == 0 else None
+                while ended is not None and ended.parent is not None:  # a child ended: maybe its parent too
+                    ended = self.child_ended(ended, queue, running)
                 if ended is not None:
                     ended_roots.append(ended)
 
@@ -281,6 +279,15 @@ class Orchestrator:
                 ended.append(kid)
         thread.waiting_for -= len(ended)
         return self._join(thread, queue, running) if thread.waiting_for == 0 else None
+
+    def child_ended(self, child: Thread, queue: list[Request], running: dict) -> Thread | None:
+        """A child thread has ended (solved, found nothing, or failed): count it off its parent. When
+        it was the last of its spawn still running, join the children's results into the parent's text
+        (a failed child reads as "No Solution") and queue the parent's next call. Returns the parent if
+        that ended it too (a limit refused the call), so that its own parent hears of it; else None."""
+        parent = child.parent
+        parent.waiting_for -= 1
+        return self._join(parent, queue, running) if parent.waiting_for == 0 else None
 
     def _join(self, thread: Thread, queue: list[Request], running: dict) -> Thread | None:
         results = [kid.result if kid.failure is None else None for kid in thread.children[-1]]
