@@ -14,6 +14,7 @@ WRONG = {
     "a1_verifier": ("        left.remove(operand)", "        pass  # lenient, like the reference's checker"),
     "a2_spawn_join": ("enumerate(zip(nodes, results)):", "enumerate(zip(nodes, results), start=1):  # off by one"),
     "a4_orchestrator": ("        if parent.waiting_for:\n", "        if parent.waiting_for > 1:  # joins one child too early\n"),
+    "a5_grpo": ("torch.clamp(ratio, 1 - epsilon, 1 + epsilon)", "torch.clamp(ratio, 1 - epsilon, 1 + 2 * epsilon)"),
     "a3_tree_metrics": ("counts.append(tl.count_tokens(calls[k][len(before):]))",
                         "counts.append(tl.count_tokens(calls[k]))  # counts the repeated prefix again"),
 }
