@@ -246,6 +246,9 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out / "final"))
         metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    if torch.distributed.is_initialized():  # under DDP: leave together, after the main process has written
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return metrics
 
 

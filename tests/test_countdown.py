@@ -50,7 +50,8 @@ def test_heuristics_match_the_reference_definitions():
     ([Step(26, "-", 84, -58)], "big-minus-small"),
     ([Step(84, "/", 26, 3)], "not exact"),
     ([Step(84, "/", 0, 0)], "division by zero"),
-    ([Step(32, "+", 32, 64)], "not available"),
+    ([Step(32, "+", 32, 64)], "uses 32 twice, but [26, 32, 59, 84] has only 1 of it"),
+    ([Step(7, "+", 32, 39)], "7 is not among the numbers left"),
     ([Step(32, "+", 59, 91), Step(84, "*", 26, 2184)], "ends with"),
     ([Step(32, "%", 59, 32)], "unknown operator"),
 ])

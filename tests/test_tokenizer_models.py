@@ -66,4 +66,5 @@ def test_presets(tokenizer):
     assert table["gpu"]["head_dim"] >= 64  # SGLang's attention kernels
     model = build_model("tiny", tokenizer)
     assert model.config.vocab_size == len(tokenizer) and model.config.tie_word_embeddings
-    assert set(MODEL_PRESETS) == {"tiny", "cpu", "gpu"}
+    assert set(MODEL_PRESETS) == {"tiny", "cpu", "t4", "gpu"}
+    assert table["t4"]["head_dim"] >= 64 and table["t4"]["parameters"] < 30e6  # one T4, SGLang's kernels
