@@ -316,9 +316,12 @@ def _best(points: list[dict], method: str, key: str, limit: float) -> dict | Non
 def claims(config: ReproduceConfig, context: list[dict], compute: list[dict], latency: list[dict]) -> dict:
     """The paper's three comparisons, APR against SoS+, each with a paired bootstrap difference."""
     full = config.windows[-1]
-    at_full = {p["role"]: p for p in context if p["window"] == full}
-    rows = [_claim(config, "context", f"{full}-token context window, after SFT",
-                   at_full.get("apr_sft"), at_full.get("sosp_sft"))]
+    at = {(p["role"], p["window"]): p for p in context}
+    at_full = {role: p for (role, window), p in at.items() if window == full}
+    # every window but the smallest (where neither method has room to finish): the models' own last
+    rows = [_claim(config, "context", f"{window}-token context window" + (" (the models' own)" if window == full else "")
+                   + ", after SFT", at.get(("apr_sft", window)), at.get(("sosp_sft", window)))
+            for window in config.windows[1:]]
     if "apr_grpo" in at_full and "sosp_grpo" in at_full:
         rows.append(_claim(config, "context", f"{full}-token context, after GRPO", at_full["apr_grpo"],
                            at_full["sosp_grpo"]))
