@@ -235,7 +235,7 @@ def claim_figures(summary: dict) -> dict[str, go.Figure]:
         fig.add_trace(go.Scatter(x=[p["floor_s"] for p in floor], y=[p["accuracy"] for p in floor], mode="markers",
                                  name="APR critical-path floor", marker={"color": METHOD_COLORS["APR"],
                                                                           "symbol": "line-ns-open", "size": 14},
-                                 hovertext=[f"{p['name']}: critical path x single-stream time per token = "
+                                 hovertext=[f"{p['name']}: decoded critical path x single-stream time per token = "
                                             f"{p['floor_s']:.2f} s" for p in floor], hoverinfo="text"))
         figures["latency"] = fig
     budget = [p for p in summary["compute"] if "budget" in p]

@@ -14,7 +14,8 @@ all of it through the spawn/join engine and writes ``summary.json`` and the figu
   problem from the SFT models for pass@k and majority@k (the first k samples).
 - **latency**: the greedy points again on the first problems, one problem at a time (the paper's
   setting), in back-to-back rounds that alternate the methods, since this machine's speed drifts;
-  with the critical-path floor (critical-path tokens times the single-stream time per token).
+  with the critical-path floor (the tokens decoded one after another on the critical path, times the
+  single-stream time per decoded token).
 
 Every run is a resumable records file (:func:`apr_mini.inference.run_eval`): a killed reproduction
 loses no finished problem and a second one adds only what is missing. Accuracies come with a 95%
@@ -253,21 +254,33 @@ def _compute_points(config, runs, models) -> list[dict]:
     return points
 
 
+def decoded_path(tree: dict, start: int = 0) -> int:
+    """The critical path counted in decoded tokens only (each call's ``new_tokens``; prompts and joins
+    are prefilled in one pass, not decoded one by one): the decoding steps no engine can avoid."""
+    clock, subs = start, tree.get("sub_calls", [])
+    for k, call in enumerate(tree.get("calls", [])):
+        clock += call.get("new_tokens", 0)
+        if k < len(subs):
+            clock = max([clock] + [decoded_path(child, clock) for child in subs[k]])
+    return clock
+
+
 def _latency_points(config, runs, timed) -> list[dict]:
     """Median over rounds of each point's mean latency, and the critical-path floor."""
     rounds = {}
     for run in timed:
         rounds.setdefault(int(run.name.split("-")[1][1:]), []).append(run)
     per_token = []
-    for round_runs in rounds.values():  # single-stream seconds per token: a SoS+ search alone is one stream
+    for round_runs in rounds.values():  # single-stream seconds per decoded token: a SoS+ search alone is one stream
         sosp = [r for run in round_runs if run.method == "sosp" for r in load_records(config, run)]
-        per_token.append(sum(r["metrics"]["latency_s"] for r in sosp) / max(1, sum(r["metrics"]["critical_path"] for r in sosp)))
+        per_token.append(sum(r["metrics"]["latency_s"] for r in sosp) / max(1, sum(decoded_path(r["tree"]) for r in sosp)))
     points = []
     for run in [r for r in timed if r.name.startswith("latency-r0-")]:
         base = run.name.split("-", 2)[2]
-        samples = [problem_rows(load_records(config, replace(run, name=f"latency-r{k}-{base}"))) for k in rounds]
+        records = [load_records(config, replace(run, name=f"latency-r{k}-{base}")) for k in rounds]
+        samples = [problem_rows(recs) for recs in records]
         rows = problem_rows(load_records(config, _find(runs, run.role, 0, base)))
-        floor = [mean(r["critical_path"] for r in rs) * t for rs, t in zip(samples, per_token)]
+        floor = [mean(decoded_path(r["tree"]) for r in recs) * t for recs, t in zip(records, per_token)]
         points.append(_point(config, run.role, base, [rows], claim="latency", series=LABELS[run.role],
                              timed_problems=config.latency_problems,
                              latency_alone_s=round(median(mean(r["latency_s"] for r in rs) for rs in samples), 4),

@@ -160,3 +160,11 @@ def test_reproduce_command_prints_the_claims_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| claim | paper: APR / SoS+ |" in printed and "summary.json" in printed
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["command"].startswith("python -m apr_mini")
+
+
+def test_the_latency_floor_counts_decoded_tokens_on_the_critical_path():
+    child = lambda new: {"calls": [{"new_tokens": new}], "sub_calls": []}
+    # the root decodes 10, waits for its slowest child (7 of 3 and 7), then decodes 4 more after the join
+    tree = {"calls": [{"new_tokens": 10}, {"new_tokens": 4}], "sub_calls": [[child(3), child(7)]]}
+    assert results.decoded_path(tree) == 10 + 7 + 4
+    assert results.decoded_path(child(5)) == 5
