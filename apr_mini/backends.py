@@ -96,6 +96,8 @@ class TransformersBackend:
     def __init__(self, model, tokenizer, *, join: str = "prefix-cache", max_batch: int = 64):
         if join not in ("prefix-cache", "re-prefill"):
             raise ValueError(f"join must be 'prefix-cache' or 're-prefill', not {join!r}")
+        if max_batch < 1:  # 0 rows would never decode: the engine would wait forever
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.model, self.tokenizer, self.join, self.max_batch = model.eval(), tokenizer, join, max_batch
         self.device = next(model.parameters()).device
         self.context_window = int(model.config.max_position_embeddings)

@@ -164,7 +164,11 @@ class Orchestrator:
         """Yield one record per problem as soon as it finishes (not in input order):
         ``{"id", "nums", "target", "tree", "result", "verified", "reason", "metrics"}``.
         At most ``max_live`` problems are in flight at once; ids must be unique."""
-        todo = iter(problems)
+        if max_live < 1:  # checked here, not when the first record is asked for: 0 would admit nothing, forever
+            raise ValueError(f"max_live must be at least 1, got {max_live}")
+        return self._run(iter(problems), max_live)
+
+    def _run(self, todo: Iterator[tuple[int, Problem]], max_live: int) -> Iterator[dict]:
         live: dict[int, tuple[Problem, float, list[int]]] = {}  # id -> problem, start time, thread count
         running: dict[tuple[int, str], Thread] = {}
         queue: list[Request] = []

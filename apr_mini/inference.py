@@ -91,8 +91,6 @@ def run_eval(backend: Backend, problems: list[Problem], out: str | Path, setting
     a torn last line, which the next run drops and redoes. A backend that becomes unreachable
     (:class:`~apr_mini.engine.BackendUnavailable`) stops the run: nothing unfinished is written, so a
     rerun does it."""
-    if max_live < 1:
-        raise ValueError(f"max_live must be at least 1, got {max_live}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     check_resume(out, problems, settings, model)

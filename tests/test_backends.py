@@ -62,6 +62,8 @@ def test_join_strategies_and_batch_sizes_give_the_same_trees(model_and_tokenizer
     assert prefilled[0] < prefilled[1]
     assert sum(r["metrics"]["cached_tokens"] for r in cached) == prefilled[1] - prefilled[0]
     assert all(r["metrics"]["cached_tokens"] == 0 for r in fresh)
+    with pytest.raises(ValueError, match="max_batch must be at least 1"):  # 0 rows would never decode
+        TransformersBackend(model, tokenizer, max_batch=0)
 
 
 def test_sampling_is_seeded_per_thread_not_per_batch(model_and_tokenizer, problems):

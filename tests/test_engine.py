@@ -156,6 +156,8 @@ def test_a_problem_token_budget_bounds_all_threads_together():
         Limits(max_problem_tokens=0)
     with pytest.raises(ValueError, match="context"):
         Limits(context=0)
+    with pytest.raises(ValueError, match="max_live must be at least 1"):  # would admit nothing, forever
+        huge.run(enumerate(problems), max_live=0)
 
 
 class Overrunning(ScriptedBackend):
