@@ -130,14 +130,14 @@ def records_path(config: ReproduceConfig, run: Run) -> Path:
     return Path(config.records) / f"{run.role}-seed{run.seed}" / f"{run.name}.jsonl"
 
 
-def execute(config: ReproduceConfig, models: dict[str, list[str]], runs: list[Run], *, progress: bool = True) -> None:
-    """Do every run whose records are not complete, loading each model once."""
+def execute(config: ReproduceConfig, models: dict[str, list[str]], runs: list[Run], fingerprints: dict[str, str], *,
+            progress: bool = True) -> None:
+    """Do every run whose records are not complete, loading each model once (``fingerprints``: each
+    checkpoint's :func:`~apr_mini.inference.checkpoint_fingerprint`)."""
     from .engine import run_problems
     from .inference import open_backend, run_eval, run_is_complete
 
     problems = load_problems(config.problems)[: config.n_problems]
-
-    fingerprints = {c: checkpoint_fingerprint(c) for checkpoints in models.values() for c in checkpoints}
     todo = [r for r in runs if not run_is_complete(records_path(config, r), problems[: r.n_problems], r.settings,
                                                    fingerprints[models[r.role][r.seed]])]
     backends: dict[tuple[str, int], object] = {}
@@ -366,14 +366,14 @@ def compute_saving(compute: list[dict], k: int) -> dict | None:
             "apr_best": _side(best)}
 
 
-def summarize_reproduction(config: ReproduceConfig, models: dict[str, list[str]], missing: list[str],
-                           runs: list[Run], timed: list[Run], command: str = "") -> dict:
+def summarize_reproduction(config: ReproduceConfig, models: dict[str, list[str]], fingerprints: dict[str, str],
+                           missing: list[str], runs: list[Run], timed: list[Run], command: str = "") -> dict:
     context, check = _context_points(config, runs, models)
     compute = _compute_points(config, runs, models)
     latency = _latency_points(config, runs, timed) if timed else []
     return {
         "command": command, "config": asdict(config),
-        "models": {role: [{"checkpoint": c, "fingerprint": checkpoint_fingerprint(c)} for c in cs]
+        "models": {role: [{"checkpoint": c, "fingerprint": fingerprints[c]} for c in cs]
                    for role, cs in models.items()},
         "missing": missing, "paper": PAPER,
         "claims": claims(config, context, compute, latency), "derivation_check": check,
@@ -393,8 +393,9 @@ def reproduce(config: ReproduceConfig, *, progress: bool = True, command: str = 
     runs = plan(config, models)
     timed = latency_plan(config, runs) if latency else []
     start = time.time()
-    execute(config, models, runs + timed, progress=progress)
-    summary = summarize_reproduction(config, models, missing, runs, timed, command)
+    fingerprints = {c: checkpoint_fingerprint(c) for checkpoints in models.values() for c in checkpoints}
+    execute(config, models, runs + timed, fingerprints, progress=progress)
+    summary = summarize_reproduction(config, models, fingerprints, missing, runs, timed, command)
     summary["seconds_this_session"] = round(time.time() - start, 1)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
