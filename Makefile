@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= cpu
-EXTRAS ?= cpu,dev
+EXTRAS ?= cpu,dev,lab
 
 .PHONY: setup demo test test-fast reproduce assignments bench bench-engine bench-grpo bench-parsing lab clean
 

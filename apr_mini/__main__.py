@@ -1,4 +1,4 @@
-"""Command line: ``python -m apr_mini {data,lengths,demo,sft,evaluate,infer,grpo,reproduce,assignments,compare,solve} --help`` (also installed as ``apr-mini``).
+"""Command line: ``python -m apr_mini {data,lengths,demo,sft,evaluate,infer,grpo,reproduce,assignments,colab,compare,solve} --help`` (also installed as ``apr-mini``).
 
 - ``data``: write a profile's problems, demonstrations and SFT rows (JSONL) with a manifest;
 - ``lengths``: the share of SoS+ and APR training rows that overflow each context window;
@@ -9,6 +9,7 @@
 - ``grpo``: reinforcement learning (GRPO over spawn trees) from an SFT checkpoint, resumable;
 - ``reproduce``: the paper's three claims (context, compute, latency) with seeds and intervals, resumable;
 - ``assignments``: the course's graded assignments (nbgrader): student versions and grading;
+- ``colab``: the setup cell that opens every notebook on Colab, and the links to them;
 - ``compare``: the paired accuracy difference of two runs' records on the same problems;
 - ``solve``: solve one Countdown problem exactly, e.g. ``python -m apr_mini solve 24 32 84 26 59``.
 """
@@ -319,6 +320,17 @@ def cmd_assignments(args) -> None:
     print(f"scores: {args.out or Path(args.submissions) / 'scores.csv'}")
 
 
+def cmd_colab(args) -> None:
+    from . import colab
+
+    for path in colab.sync_setup_cells():
+        print(f"wrote the setup cell of {path} (run `make assignments` for the student versions)")
+    lessons = [p for p in colab.notebooks() if p.parent.name == "notebooks"]
+    students = sorted((colab.REPO / "assignments" / "release").glob("*/*.ipynb"))
+    for path in lessons + students:
+        print(f"[{path.stem}]({colab.colab_link(path)})")
+
+
 def cmd_compare(args) -> None:
     from .data import read_jsonl
     from .stats import paired_difference
@@ -458,6 +470,9 @@ def main(argv=None) -> None:
     course.add_argument("submissions", nargs="?", help="grade: a folder of <student>/<assignment id>.ipynb")
     course.add_argument("--out", help="grade: the score table's CSV (default: <submissions>/scores.csv)")
     course.set_defaults(fn=cmd_assignments)
+    colab = sub.add_parser("colab", help="write the Colab setup cell into every notebook (from apr_mini.colab.REPO_URL) "
+                                         "and print each notebook's Open-in-Colab link")
+    colab.set_defaults(fn=cmd_colab)
     compare = sub.add_parser("compare", help="paired accuracy difference of two records files (infer or grpo --ship)")
     compare.add_argument("first", help="records JSONL, e.g. data/cpu-sosp-grpo/eval_after.jsonl")
     compare.add_argument("second", help="records JSONL on the same problems")

@@ -39,7 +39,8 @@ def assignment_ids(root: Path = ROOT) -> list[str]:
 def _nbgrader(course: Path, *args: str) -> None:
     """Run an nbgrader command in ``course`` (its nbgrader_config.py applies); raise with its output if it fails."""
     bin_dir = str(Path(sys.executable).parent)  # nbgrader's database tools (alembic) live beside this Python
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    # the scratch course is outside the clone: the notebooks' setup cell finds it through APR_MINI_HOME
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "APR_MINI_HOME": str(ROOT.parent)}
     done = subprocess.run([sys.executable, "-m", "nbgrader", *args, f"--db=sqlite:///{course / 'gradebook.db'}"],
                           cwd=course, env=env, capture_output=True, text=True)
     if done.returncode or "| ERROR]" in done.stdout + done.stderr:
