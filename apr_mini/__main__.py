@@ -292,15 +292,6 @@ def cmd_reproduce(args) -> None:
     command = "python -m apr_mini " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = reproduce(config, progress=not args.no_progress, command=command, latency=not args.no_latency)
     print(claims_markdown(summary))
-    saving = summary["claims"]["compute_saving"]
-    if saving:
-        target = saving["sosp_pass_at_k"]
-        if saving["apr_point"]:
-            print(f"At SoS+ pass@{saving['k']}'s accuracy ({target['accuracy']:.1%}, {target['total_tokens']:,.0f} tokens) "
-                  f"APR needs {saving['saving_percent']:.1f}% less compute ({saving['apr_point']['name']}); paper: 57.4% less")
-        else:
-            print(f"No APR point reaches SoS+ pass@{saving['k']}'s accuracy ({target['accuracy']:.1%}); "
-                  f"APR's best is {saving['apr_best']['accuracy']:.1%} ({saving['apr_best']['name']})")
     if summary["missing"]:
         print("missing (not evaluated): " + ", ".join(summary["missing"]))
     print(f"wrote {config.out}/summary.json and figures; records in {config.records}/")

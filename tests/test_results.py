@@ -117,6 +117,16 @@ def test_summary_schema(tiny):
     assert [row["claim"] for row in summary["claims"]["rows"]] == ["context"] * (len(config.windows) - 1) + ["compute", "latency"]
     assert "data/cpu-sosp" not in summary["missing"] and summary["missing"] == []
     assert "| context |" in results.claims_markdown(summary)
+    assert (results.Path(config.out) / "claims.md").read_text() == results.claims_markdown(summary) + "\n"
+
+
+def test_the_readme_claims_block_is_the_shipped_summary():
+    """The README's table is what ``reproduce`` wrote from data/results/summary.json, not typed in."""
+    root = results.Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    block = readme.split("<!-- claims table -->\n", 1)[1].split("\n<!-- /claims table -->", 1)[0]
+    summary = json.loads((root / "data" / "results" / "summary.json").read_text())
+    assert block == results.claims_markdown(summary), "paste data/results/claims.md into the README's claims block"
 
 
 def test_reproduce_resumes_without_redoing_work(tiny, monkeypatch):
