@@ -50,6 +50,10 @@ def model_widths(records_dir: Path) -> dict[int, list[int]]:
     return widths
 
 
+def mean(widths: list[int]) -> str:
+    return f"{statistics.fmean(widths):.2f}" if widths else "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="runs/cpu/data-budget")
@@ -58,9 +62,6 @@ def main() -> None:
     rows = [json.loads(line) for line in (Path(args.data) / "sft_sosp_train.jsonl").read_text().splitlines()]
     data, model = data_widths(rows), model_widths(Path(args.records))
     print("| budget | training rows | first expansion (data) | model searches | first expansion (model) |\n|---|---|---|---|---|")
-    def mean(widths: list[int]) -> str:
-        return f"{statistics.fmean(widths):.2f}" if widths else "-"
-
     for budget in sorted(set(data) | set(model)):
         print(f"| {budget} | {len(data[budget])} | {mean(data[budget])} | {len(model[budget])} | {mean(model[budget])} |")
 
