@@ -316,9 +316,7 @@ def cmd_colab(args) -> None:
 
     for path in colab.sync_setup_cells():
         print(f"wrote the setup cell of {path} (run `make assignments` for the student versions)")
-    lessons = [p for p in colab.notebooks() if p.parent.name == "notebooks"]
-    students = sorted((colab.REPO / "assignments" / "release").glob("*/*.ipynb"))
-    for path in lessons + students:
+    for path in colab.lessons() + colab.student_notebooks():
         print(f"[{path.stem}]({colab.colab_link(path)})")
 
 

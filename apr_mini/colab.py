@@ -49,9 +49,18 @@ def setup_source(repo_url: str = REPO_URL) -> str:
     return SETUP_CELL.format(repo_url=repo_url)
 
 
+def lessons(repo: Path = REPO) -> list[Path]:
+    return sorted((repo / "notebooks").glob("*.ipynb"))
+
+
+def student_notebooks(repo: Path = REPO) -> list[Path]:
+    """The assignments' student versions, generated from the solution notebooks (``make assignments``)."""
+    return sorted((repo / "assignments" / "release").glob("*/*.ipynb"))
+
+
 def notebooks(repo: Path = REPO) -> list[Path]:
     """The lessons and the assignments' solution notebooks (the student versions are generated from them)."""
-    return sorted((repo / "notebooks").glob("*.ipynb")) + sorted((repo / "assignments" / "source").glob("*/*.ipynb"))
+    return lessons(repo) + sorted((repo / "assignments" / "source").glob("*/*.ipynb"))
 
 
 def colab_link(notebook: Path, repo: Path = REPO, repo_url: str = REPO_URL, branch: str = "main") -> str:

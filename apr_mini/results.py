@@ -431,6 +431,17 @@ def load_trees(results_dir: str | Path, role: str) -> list[dict]:
         return sorted((json.loads(line) for line in f if line.strip()), key=lambda r: r["id"])
 
 
+def saving_sentence(saving: dict) -> str:
+    """The paper's compute check (:func:`compute_saving`) in one sentence."""
+    target = saving["sosp_pass_at_k"]
+    reach = (f"APR reaches it with {saving['saving_percent']:.1f}% less compute ({saving['apr_point']['name']})"
+             if saving["apr_point"] else
+             f"no APR point reaches it; APR's best is {100 * saving['apr_best']['accuracy']:.1f}% ({saving['apr_best']['name']})")
+    return (f"SoS+ pass@{saving['k']}: {100 * target['accuracy']:.1f}% at {target['total_tokens']:,.0f} tokens per problem "
+            f"(an oracle: the verifier picks); {reach}. The paper: APR matches it with "
+            f"{PAPER['compute_saving_vs_pass8']}% less compute.")
+
+
 def claims_markdown(summary: dict) -> str:
     """The README's block (also ``claims.md`` beside the summary): each claim, the paper's figures and
     ours with 95% intervals; the paper's compute check; how many training seeds each role had."""
@@ -448,13 +459,7 @@ def claims_markdown(summary: dict) -> str:
         gap = (f"{100 * diff['difference']:+.1f} ({100 * diff['ci95'][0]:+.1f} to {100 * diff['ci95'][1]:+.1f})"
                + (", within noise" if diff["within_noise"] else "")) if diff else "n/a"
         lines.append(f"| {row['claim']} | {paper} | {row['setting']} | {pct(row['apr'])} | {pct(row['sosp'])} | {gap} |")
-    saving = summary["claims"]["compute_saving"]
-    if saving:
-        target, paper = saving["sosp_pass_at_k"], f"The paper: APR matches it with {PAPER['compute_saving_vs_pass8']}% less compute."
-        reach = (f"APR reaches it with {saving['saving_percent']:.1f}% less compute ({saving['apr_point']['name']})"
-                 if saving["apr_point"] else
-                 f"no APR point reaches it; APR's best is {100 * saving['apr_best']['accuracy']:.1f}% ({saving['apr_best']['name']})")
-        lines += ["", f"SoS+ pass@{saving['k']}: {100 * target['accuracy']:.1f}% at {target['total_tokens']:,.0f} tokens per "
-                      f"problem (an oracle: the verifier picks); {reach}. {paper}"]
+    if summary["claims"]["compute_saving"]:
+        lines += ["", saving_sentence(summary["claims"]["compute_saving"])]
     seeds = ", ".join(f"{role.replace('_', ' ')} {len(entries)}" for role, entries in summary["models"].items())
     return "\n".join(lines + ["", f"Training seeds evaluated: {seeds}."])

@@ -13,7 +13,7 @@ import pytest
 
 from apr_mini import colab
 
-RELEASED = sorted((colab.REPO / "assignments" / "release").glob("*/*.ipynb"))
+RELEASED = colab.student_notebooks()
 ALL_NOTEBOOKS = colab.notebooks() + RELEASED
 # reaching files by the notebook's own place: "../data", Path(".."), or a module's __file__
 LAYOUT_ASSUMPTION = re.compile(r"""["']\.\.(/|["'])|__file__""")
@@ -64,13 +64,12 @@ def test_sync_inserts_the_setup_cell_once(tmp_path):
 
 def test_the_readme_links_every_lesson_and_student_notebook_to_colab():
     readme = (colab.REPO / "README.md").read_text()
-    lessons = [p for p in colab.notebooks() if p.parent.name == "notebooks"]
-    missing = [p.name for p in lessons + RELEASED if colab.colab_link(p) not in readme]
+    missing = [p.name for p in colab.lessons() + RELEASED if colab.colab_link(p) not in readme]
     assert not missing, f"README lacks Open-in-Colab links for {missing} (python -m apr_mini colab prints them)"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", [p for p in colab.notebooks() if p.parent.name == "notebooks"], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", colab.lessons(), ids=lambda p: p.stem)
 def test_lessons_run_from_a_copy_outside_the_repository(path, tmp_path, monkeypatch):
     """What a Colab user gets, less the clone: the notebook alone in a folder, the setup cell pointed at a clone."""
     nbformat, nbclient = pytest.importorskip("nbformat"), pytest.importorskip("nbclient")
