@@ -219,8 +219,8 @@ class ReproduceConfig:
     n_problems: int = 200
     sosp_sft: tuple[str, ...] = ("data/cpu-sosp", "data/seeds/cpu-sosp-seed1", "data/seeds/cpu-sosp-seed2")
     apr_sft: tuple[str, ...] = ("data/cpu-apr", "data/seeds/cpu-apr-seed1", "data/seeds/cpu-apr-seed2")
-    sosp_grpo: tuple[str, ...] = ("data/cpu-sosp-grpo",)
-    apr_grpo: tuple[str, ...] = ("data/cpu-apr-grpo",)
+    sosp_grpo: tuple[str, ...] = ("data/cpu-sosp-grpo", "data/seeds/cpu-sosp-grpo-seed1", "data/seeds/cpu-sosp-grpo-seed2")
+    apr_grpo: tuple[str, ...] = ("data/cpu-apr-grpo", "data/seeds/cpu-apr-grpo-seed1", "data/seeds/cpu-apr-grpo-seed2")
     sosp_budget: tuple[str, ...] = ("data/cpu-sosp-budget",)   # trained on "Token Budget: N" traces
     apr_budget: tuple[str, ...] = ("data/cpu-apr-budget",)     # trained on "Sub Call Budget: N" trees
     windows: tuple[int, ...] = (384, 512, 640, 768)    # context windows; the largest is the models' own

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import plotly.graph_objects as go
 
 # One colour per method, in every figure of every notebook
@@ -16,6 +18,39 @@ def use_notebook_renderer() -> None:
     import plotly.io as pio
 
     pio.renderers.default = NOTEBOOK_RENDERER
+
+
+def find_chromium() -> str | None:
+    """A headless-capable Chromium or Chrome (``$APR_CHROMIUM`` first), or None."""
+    import os
+    import shutil
+
+    names = [os.environ.get("APR_CHROMIUM", ""), "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
+    return next((shutil.which(n) for n in names if n and shutil.which(n)), None)
+
+
+def write_png(figure: go.Figure, path: str | Path, width: int = 900, chromium: str | None = None) -> Path:
+    """Save ``figure`` as a PNG by screenshotting it in headless Chromium (a README shows images, not
+    plotly HTML; kaleido, plotly's own exporter, is not a dependency here). plotly.js is inlined, so
+    no network is needed."""
+    import subprocess
+    import tempfile
+
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        raise FileNotFoundError("no Chromium found to draw PNGs: install chromium or set APR_CHROMIUM")
+    path = Path(path).resolve()
+    height = figure.layout.height or 450
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / "figure.html"
+        figure.write_html(page, include_plotlyjs=True, config={"staticPlot": True}, default_width=width,
+                          default_height=height)
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        f"--user-data-dir={tmp}", f"--window-size={width},{height}", f"--screenshot={path}",
+                        page.as_uri()], check=True, capture_output=True, timeout=120)
+    if not path.exists():
+        raise RuntimeError(f"Chromium wrote no screenshot to {path}")
+    return path
 
 
 def method_color(name: str) -> str | None:
@@ -207,7 +242,9 @@ def _series_figure(groups: dict[str, list[dict]], x_key: str, title: str, x_titl
                                      name=f"{name}: each seed", legendgroup=name, showlegend=False,
                                      marker={"color": color, "opacity": 0.35, "size": 5}, hoverinfo="skip"))
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title="accuracy (verified)", yaxis_tickformat=".0%",
-                      yaxis_range=[0, 1], height=440, legend={"orientation": "h", "y": -0.2})
+                      yaxis_range=[0, 1], height=440)
+    if len(groups) <= 4:  # a long legend below the plot would squash it; plotly's default column at the right does not
+        fig.update_layout(legend={"orientation": "h", "y": -0.2})
     if log_x:  # ticks at 1-2-5 steps, written out (plotly's default log ticks read as "6 7 8 9 1000 2 3")
         xs = [p[x_key] for points in groups.values() for p in points if p.get(x_key)]
         ticks = [m * 10 ** e for e in range(0, 7) for m in (1, 2, 5) if min(xs) / 2 <= m * 10 ** e <= max(xs) * 2]
@@ -257,3 +294,22 @@ def claim_figures(summary: dict) -> dict[str, go.Figure]:
         fig.update_layout(title="Do the budget-conditioned models obey their budget?", height=380)
         figures["budgets"] = fig
     return figures
+
+
+def write_claim_figures(summary: dict, out: Path) -> None:
+    """Each of :func:`claim_figures` as HTML (interactive) and, where Chromium can draw it, as PNG
+    (for the README). A PNG that cannot be redrawn is removed: one from an older summary would
+    contradict this one."""
+    import subprocess
+    import warnings
+
+    chromium = find_chromium()
+    for name, figure in claim_figures(summary).items():
+        figure.write_html(out / f"{name}.html", include_plotlyjs="cdn")
+        png = out / f"{name}.png"
+        png.unlink(missing_ok=True)
+        try:
+            if chromium:
+                write_png(figure, png, chromium=chromium)
+        except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+            warnings.warn(f"{png} not drawn ({err}); the HTML figure is there")

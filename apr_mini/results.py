@@ -289,22 +289,50 @@ def _latency_points(config, runs, timed) -> list[dict]:
     return points
 
 
-def _rl(config, runs, models) -> dict:
+def grpo_pairs(models: dict[str, list[str]], fingerprints: dict[str, str], method: str) -> list[tuple[int, int]]:
+    """(SFT seed, GRPO seed) for each GRPO model whose ``metrics.json`` names, by fingerprint, the SFT
+    model it started from: RL's before/after compares each run with its own starting point."""
+    sft = [fingerprints[c] for c in models[f"{method}_sft"]]
+    pairs = []
+    for g, checkpoint in enumerate(models[f"{method}_grpo"]):
+        metrics = Path(checkpoint) / "metrics.json"
+        source = json.loads(metrics.read_text()).get("source_fingerprint") if metrics.exists() else None
+        if source in sft:
+            pairs.append((sft.index(source), g))
+    return pairs
+
+
+def _rl(config, runs, models, fingerprints) -> dict:
+    """RL before/after for each method: the per-problem differences of every (SFT, GRPO) pair, as a
+    seeds x problems matrix, so the interval resamples both problems and training seeds."""
     out = {}
     full = f"window-{config.windows[-1]}"
     for method in ("sosp", "apr"):
-        if not (models[f"{method}_sft"] and models[f"{method}_grpo"]):
+        pairs = grpo_pairs(models, fingerprints, method)
+        if not pairs:
             continue
-        before = load_records(config, _find(runs, f"{method}_sft", 0, full))
-        after = load_records(config, _find(runs, f"{method}_grpo", 0, full))
-        b, a = problem_rows(before), problem_rows(after)
+        before = [load_records(config, _find(runs, f"{method}_sft", s, full)) for s, _ in pairs]
+        after = [load_records(config, _find(runs, f"{method}_grpo", g, full)) for _, g in pairs]
+        b = [problem_rows(records) for records in before]
+        a = [problem_rows(records) for records in after]
+        stats = bootstrap_mean([[float(y["accuracy"]) - float(x["accuracy"]) for x, y in zip(seed_b, seed_a)]
+                                for seed_b, seed_a in zip(b, a)], config.bootstrap)
+
+        def pooled(rows: list[list[dict]], c: str) -> float:
+            return mean(r[c] for seed_rows in rows for r in seed_rows)
 
         def relative(c: str) -> float | None:  # None where there is nothing to compare (SoS+ has no children)
-            base = mean(r[c] for r in b)
-            return round(100 * (mean(r[c] for r in a) / base - 1), 1) if base else None
+            return round(100 * (pooled(a, c) / pooled(b, c) - 1), 1) if pooled(b, c) else None
 
-        change = {c: relative(c) for c in ("children", "longest_sequence", "total_tokens")}
-        out[method] = {"accuracy": paired_difference(before, after), "relative_change_percent": change}
+        accuracy = {"before": round(pooled(b, "accuracy"), 4), "after": round(pooled(a, "accuracy"), 4),
+                    "difference": stats["mean"], "ci95": stats["ci95"], "n": stats["n"], "pairs": len(pairs),
+                    "seed_differences": stats["seeds"], "seed_sd": stats["seed_sd"],
+                    "within_noise": stats["ci95"][0] <= 0 <= stats["ci95"][1]}
+        out[method] = {"accuracy": accuracy,
+                       "relative_change_percent": {c: relative(c) for c in ("children", "longest_sequence", "total_tokens")},
+                       "per_seed": [{"sft": models[f"{method}_sft"][s], "grpo": models[f"{method}_grpo"][g],
+                                     **paired_difference(seed_before, seed_after)}
+                                    for (s, g), seed_before, seed_after in zip(pairs, before, after)]}
     return out
 
 
@@ -377,7 +405,7 @@ def summarize_reproduction(config: ReproduceConfig, models: dict[str, list[str]]
                    for role, cs in models.items()},
         "missing": missing, "paper": PAPER,
         "claims": claims(config, context, compute, latency), "derivation_check": check,
-        "rl": _rl(config, runs, models), "context": context, "compute": compute, "latency": latency,
+        "rl": _rl(config, runs, models, fingerprints), "context": context, "compute": compute, "latency": latency,
     }
 
 
@@ -403,10 +431,9 @@ def reproduce(config: ReproduceConfig, *, progress: bool = True, command: str = 
     (out / "claims.md").write_text(claims_markdown(summary) + "\n")
     save_trees(config, models, runs, out / "trees")
     if figures:
-        from . import plots
+        from .plots import write_claim_figures
 
-        for name, figure in plots.claim_figures(summary).items():
-            figure.write_html(out / f"{name}.html", include_plotlyjs="cdn")
+        write_claim_figures(summary, out)
     return summary
 
 

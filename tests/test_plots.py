@@ -1,6 +1,10 @@
 """Figures: one colour per method everywhere, readable axes, and a renderer that survives HTML export."""
 
+import json
+from pathlib import Path
+
 import plotly.io as pio
+import pytest
 
 from apr_mini import plots
 from apr_mini.config import get_profile, print_environment
@@ -33,3 +37,13 @@ def test_the_notebooks_first_cell_picks_a_renderer_that_embeds_plotly(capsys):
     pio.renderers.default = "json"
     print_environment(get_profile("tiny"))
     assert pio.renderers.default == plots.NOTEBOOK_RENDERER and "notebook" in plots.NOTEBOOK_RENDERER.split("+")
+
+
+def test_claim_figures_are_written_as_html_and_a_stale_png_is_removed_when_none_can_be_drawn(tmp_path, monkeypatch):
+    summary = json.loads((Path(__file__).resolve().parent.parent / "data" / "results" / "summary.json").read_text())
+    (tmp_path / "context.png").write_bytes(b"a figure of an older summary")
+    monkeypatch.setattr(plots, "find_chromium", lambda: None)
+    plots.write_claim_figures(summary, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["budgets.html", "compute.html", "context.html", "latency.html"]
+    with pytest.raises(FileNotFoundError, match="no Chromium"):
+        plots.write_png(plots.claim_figures(summary)["context"], tmp_path / "x.png")

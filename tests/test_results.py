@@ -2,10 +2,11 @@
 
 import json
 import random
+import re
 
 import pytest
 
-from apr_mini import results
+from apr_mini import plots, results
 from apr_mini.config import get_reproduce_config
 from apr_mini.countdown import problem_chunk
 from apr_mini.demonstrations import sosp_trace
@@ -100,6 +101,8 @@ def test_summary_schema(tiny):
     assert json.loads((results.Path(config.out) / "summary.json").read_text())["command"] == "test"
     for name in ("context", "compute", "latency", "budgets"):
         assert (results.Path(config.out) / f"{name}.html").exists()
+        if plots.find_chromium():
+            assert (results.Path(config.out) / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for point in summary["context"] + summary["compute"] + summary["latency"]:
         assert {"role", "label", "method", "name", "stat", "accuracy", "ci95", "seed_accuracies", "n", "seeds",
                 "outcomes"} <= set(point)
@@ -127,6 +130,8 @@ def test_the_readme_claims_block_is_the_shipped_summary():
     block = readme.split("<!-- claims table -->\n", 1)[1].split("\n<!-- /claims table -->", 1)[0]
     summary = json.loads((root / "data" / "results" / "summary.json").read_text())
     assert block == results.claims_markdown(summary), "paste data/results/claims.md into the README's claims block"
+    images = re.findall(r"!\[[^\]]*\]\((data/results/[^)]+\.png)\)", readme)
+    assert len(images) == 4 and all((root / image).stat().st_size > 10_000 for image in images)
 
 
 def test_reproduce_resumes_without_redoing_work(tiny, monkeypatch):
@@ -178,3 +183,39 @@ def test_the_latency_floor_counts_decoded_tokens_on_the_critical_path():
     tree = {"calls": [{"new_tokens": 10}, {"new_tokens": 4}], "sub_calls": [[child(3), child(7)]]}
     assert results.decoded_path(tree) == 10 + 7 + 4
     assert results.decoded_path(child(5)) == 5
+
+
+def test_rl_pairs_each_grpo_model_with_the_sft_seed_it_started_from(tmp_path):
+    """Before/after is per (SFT seed, GRPO run started from it), matched by the weights' fingerprint,
+    and the interval resamples those pairs and the problems."""
+    config = get_reproduce_config("tiny", records=str(tmp_path / "records"), bootstrap=300)
+    models = {"sosp_sft": ["sft-a", "sft-b"], "sosp_grpo": ["grpo-from-b", "grpo-from-nowhere"],
+              "apr_sft": ["apr"], "apr_grpo": []}
+    fingerprints = {name: f"{name} 0123" for names in models.values() for name in names}
+    for grpo, source in (("grpo-from-b", "sft-b 0123"), ("grpo-from-nowhere", "elsewhere 4567")):
+        (tmp_path / grpo).mkdir()
+        (tmp_path / grpo / "metrics.json").write_text(json.dumps({"source_fingerprint": source}))
+    models = {role: [str(tmp_path / c) if "grpo" in c else c for c in cs] for role, cs in models.items()}
+    fingerprints.update({str(tmp_path / c): f for c, f in fingerprints.items() if "grpo" in c})
+    assert results.grpo_pairs(models, fingerprints, "sosp") == [(1, 0)]
+    assert results.grpo_pairs(models, fingerprints, "apr") == []
+
+    def write(role, seed, verified, tokens):
+        run = results.Run(role, seed, f"window-{config.windows[-1]}", None, len(verified))
+        path = results.records_path(config, run)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metrics = {"total_tokens": tokens, "longest_sequence": tokens, "critical_path": tokens, "n_threads": 1,
+                   "spawn_depth": 0, "latency_s": 0.1, "prefill_tokens": 0, "decode_tokens": tokens, "failures": []}
+        path.write_text("".join(json.dumps({"id": i, "sample": 0, "verified": v, "result": None, "metrics": metrics})
+                                + "\n" for i, v in enumerate(verified)))
+        return run
+
+    runs = [write("sosp_sft", 0, [1] * 20, 100), write("sosp_sft", 1, ([0] * 5 + [1] * 5) * 2, 100),
+            write("sosp_grpo", 0, ([1] * 3 + [0] * 2 + [1] * 5) * 2, 90)]  # 6 problems gained, none lost
+    rl = results._rl(config, runs, models, fingerprints)
+    assert set(rl) == {"sosp"}  # seed 0's SFT model (all solved) is not what the GRPO run started from
+    accuracy = rl["sosp"]["accuracy"]
+    assert (accuracy["before"], accuracy["after"], accuracy["difference"], accuracy["pairs"]) == (0.5, 0.8, 0.3, 1)
+    assert accuracy["ci95"][0] > 0 and not accuracy["within_noise"]
+    assert rl["sosp"]["relative_change_percent"] == {"children": None, "longest_sequence": -10.0, "total_tokens": -10.0}
+    assert rl["sosp"]["per_seed"][0]["gained"] == 6 and rl["sosp"]["per_seed"][0]["lost"] == 0
