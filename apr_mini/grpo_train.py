@@ -50,6 +50,20 @@ def _latest(out: Path) -> Path | None:
     return None
 
 
+def record_collapse(out: Path, *, command: str, source: str, kind: str, state: dict) -> dict:
+    """Write ``out/collapsed.json``: a run that stopped because its policy collapsed is a result too
+    (a seed of a recipe that failed), so its command, config and last steps are kept beside its curve
+    and :func:`apr_mini.results.available_models` reports why the model is missing."""
+    curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines() if line.strip()]
+    last = [{k: p.get(k) for k in ("step", "well_formed", "kl", "children", "longest_sequence", "reward")}
+            for p in curve[-5:]]
+    record = {"command": command, "source": source, "source_fingerprint": state["source"], "kind": kind,
+              "config": state["config"], "collapsed_at_step": state["step"], "trees": state["trees"],
+              "wall_seconds": round(state["seconds"], 1), "last_steps": last}
+    (out / "collapsed.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
 def _truncate_curve(path: Path, step: int) -> None:
     """Drop curve points after ``step`` (logged by a step whose checkpoint a kill lost; ``step`` 0
     keeps only the baseline evaluation)."""
@@ -104,6 +118,7 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
         optimizer.load_state_dict(torch.load(resume / "optimizer.pt", weights_only=True))
         print(f"resuming {out} at step {state['step']}")
     _truncate_curve(curve_path, state["step"])
+    (out / "collapsed.json").unlink(missing_ok=True)  # a resumed run is judged again
     ref_model = None
     if config.beta:
         ref_model = load_model(checkpoint).requires_grad_(False)
@@ -134,6 +149,7 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
                         kids=f"{point['children']:.1f}", skipped=point["skipped_groups"])
         if point["well_formed"] < config.min_well_formed:
             _save(model, tokenizer, optimizer, state, out)
+            record_collapse(out, command=command, source=str(checkpoint), kind=kind, state=state)
             raise UserFacingError(
                 f"the policy collapsed at step {step}: only {point['well_formed']:.0%} of its trees ended cleanly "
                 f"(min_well_formed={config.min_well_formed}); lower the learning rate or raise beta. "

@@ -72,11 +72,15 @@ class Run:
 
 
 def available_models(config: ReproduceConfig) -> tuple[dict[str, list[str]], list[str]]:
-    """The checkpoints of each role that exist, and those that don't (reported as missing)."""
+    """The checkpoints of each role that exist, and those that don't (reported as missing, with the
+    step where a GRPO run collapsed when its ``collapsed.json`` is there instead of a model)."""
     present, missing = {}, []
     for role in ROLES:
         present[role] = [c for c in getattr(config, role) if (Path(c) / "config.json").exists()]
-        missing += [c for c in getattr(config, role) if c not in present[role]]
+        for absent in (c for c in getattr(config, role) if c not in present[role]):
+            collapse = Path(absent) / "collapsed.json"
+            step = json.loads(collapse.read_text())["collapsed_at_step"] if collapse.exists() else None
+            missing.append(f"{absent} (its GRPO run collapsed at step {step})" if step else absent)
     return present, missing
 
 

@@ -11,11 +11,12 @@ import torch
 
 from apr_mini import grpo, grpo_train
 from apr_mini import trace_language as tl
-from apr_mini.config import GRPOConfig, UserFacingError, get_grpo_config
+from apr_mini.config import GRPOConfig, UserFacingError, get_grpo_config, get_reproduce_config
 from apr_mini.countdown import problem_chunk
 from apr_mini.data import load_problems
 from apr_mini.demonstrations import apr_tree
 from apr_mini.engine import Limits, ScriptedBackend, run_problems, scripted_from_trees
+from apr_mini.results import available_models
 from apr_mini.tokenizer import build_tokenizer
 from test_engine import TASK
 
@@ -242,6 +243,11 @@ def test_collapse_stops_the_run_with_a_clear_message(tmp_path):
     with pytest.raises(UserFacingError, match="collapsed at step 1"):
         _run(tmp_path, 3, min_well_formed=0.9)  # the tiny model's trees are far from all clean
     assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 1
+    record = json.loads((tmp_path / "collapsed.json").read_text())
+    assert record["collapsed_at_step"] == 1 and record["last_steps"][-1]["well_formed"] < 0.9
+    assert record["config"]["min_well_formed"] == 0.9 and record["source_fingerprint"].startswith("tiny-")
+    config = get_reproduce_config("tiny", sosp_grpo=(str(tmp_path),))
+    assert available_models(config)[1] == [f"{tmp_path} (its GRPO run collapsed at step 1)"]  # reported, with why
 
 
 def test_config_rejects_bad_values():
