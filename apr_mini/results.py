@@ -362,14 +362,11 @@ def claims(config: ReproduceConfig, context: list[dict], compute: list[dict], la
     """The paper's three comparisons, APR against SoS+, each with a paired bootstrap difference."""
     full = config.windows[-1]
     at = {(p["role"], p["window"]): p for p in context}
-    at_full = {role: p for (role, window), p in at.items() if window == full}
     # every window but the smallest (where neither method has room to finish): the models' own last
     rows = [_claim(config, "context", f"{window}-token context window" + (" (the models' own)" if window == full else "")
-                   + ", after SFT", at.get(("apr_sft", window)), at.get(("sosp_sft", window)))
-            for window in config.windows[1:]]
-    if "apr_grpo" in at_full and "sosp_grpo" in at_full:
-        rows.append(_claim(config, "context", f"{full}-token context, after GRPO", at_full["apr_grpo"],
-                           at_full["sosp_grpo"]))
+                   + f", after {stage}", at.get((f"apr_{role}", window)), at.get((f"sosp_{role}", window)))
+            for stage, role in (("SFT", "sft"), ("GRPO", "grpo")) for window in config.windows[1:]
+            if (f"apr_{role}", window) in at and (f"sosp_{role}", window) in at]
     budget = 5 * full  # the paper compares at 20k total tokens, five times its 4k context
     # pass@k needs the verifier at test time (an oracle), so it is not a method the claim compares;
     # compute_saving sets APR against it, as the paper does with pass@8
@@ -475,7 +472,8 @@ def saving_sentence(saving: dict) -> str:
 
 def claims_markdown(summary: dict) -> str:
     """The README's block (also ``claims.md`` beside the summary): each claim, the paper's figures and
-    ours with 95% intervals; the paper's compute check; how many training seeds each role had."""
+    ours with 95% intervals; the paper's compute check; how many training seeds each role had, and
+    which configured models were not evaluated (absent, or a GRPO run that collapsed)."""
     def pct(side):
         if not side:
             return "not measured"
@@ -493,4 +491,7 @@ def claims_markdown(summary: dict) -> str:
     if summary["claims"]["compute_saving"]:
         lines += ["", saving_sentence(summary["claims"]["compute_saving"])]
     seeds = ", ".join(f"{role.replace('_', ' ')} {len(entries)}" for role, entries in summary["models"].items())
-    return "\n".join(lines + ["", f"Training seeds evaluated: {seeds}."])
+    lines += ["", f"Training seeds evaluated: {seeds}."]
+    if summary["missing"]:
+        lines.append(f"Not evaluated: {'; '.join(summary['missing'])}.")
+    return "\n".join(lines)

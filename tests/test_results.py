@@ -162,6 +162,7 @@ def test_missing_checkpoints_are_reported_not_fatal(tmp_path):
                                   apr_budget=("data/no-such-model",), sosp_budget=(), ks=(1,), latency_rounds=1)
     summary = results.reproduce(config, progress=False, figures=False)
     assert summary["missing"] == ["data/no-such-model"]
+    assert results.claims_markdown(summary).endswith("Not evaluated: data/no-such-model.")
     assert not any(p["role"] == "apr_budget" for p in summary["compute"])
     with pytest.raises(results.UserFacingError, match="SFT models"):
         results.reproduce(get_reproduce_config("tiny", sosp_sft=("data/nothing",)), progress=False)
