@@ -31,6 +31,15 @@ def test_every_notebook_starts_with_the_setup_cell_and_reaches_files_through_roo
     assert not offending, f"{path.name} reaches files by its own place instead of ROOT: {offending}"
 
 
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.stem + ("-student" if p in RELEASED else ""))
+def test_every_notebook_is_valid_nbformat_with_cell_ids(path):
+    nbformat = pytest.importorskip("nbformat")
+    notebook = json.loads(path.read_text())
+    nbformat.validate(nbformat.from_dict(notebook))  # raises on a malformed notebook
+    assert notebook["nbformat_minor"] < 5 or all("id" in cell for cell in notebook["cells"]), \
+        f"{path.name} has cells without an id (nbformat 4.5 needs them; Jupyter adds them when it saves)"
+
+
 def run_setup_cell(cwd: Path, home: str | None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "APR_MINI_HOME"} | ({"APR_MINI_HOME": home} if home else {})
     return subprocess.run([sys.executable, "-c", colab.setup_source()], cwd=cwd, env=env,
