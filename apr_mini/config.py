@@ -221,8 +221,11 @@ class ReproduceConfig:
     apr_sft: tuple[str, ...] = ("data/cpu-apr", "data/seeds/cpu-apr-seed1", "data/seeds/cpu-apr-seed2")
     sosp_grpo: tuple[str, ...] = ("data/cpu-sosp-grpo", "data/seeds/cpu-sosp-grpo-seed1", "data/seeds/cpu-sosp-grpo-seed2")
     apr_grpo: tuple[str, ...] = ("data/cpu-apr-grpo", "data/seeds/cpu-apr-grpo-seed1", "data/seeds/cpu-apr-grpo-seed2")
-    sosp_budget: tuple[str, ...] = ("data/cpu-sosp-budget",)   # trained on "Token Budget: N" traces
-    apr_budget: tuple[str, ...] = ("data/cpu-apr-budget",)     # trained on "Sub Call Budget: N" trees
+    # each SFT seed continued on "Token Budget: N" traces / "Sub Call Budget: N" trees
+    sosp_budget: tuple[str, ...] = ("data/cpu-sosp-budget", "data/seeds/cpu-sosp-budget-seed1",
+                                    "data/seeds/cpu-sosp-budget-seed2")
+    apr_budget: tuple[str, ...] = ("data/cpu-apr-budget", "data/seeds/cpu-apr-budget-seed1",
+                                   "data/seeds/cpu-apr-budget-seed2")
     windows: tuple[int, ...] = (384, 512, 640, 768)    # context windows; the largest is the models' own
     derivation_window: int = 512       # one real SoS+ run here checks the windows derived from the largest
     token_budgets: tuple[int, ...] = (384, 512, 640, 768)

@@ -287,6 +287,11 @@ def claim_figures(summary: dict) -> dict[str, go.Figure]:
             xs = [p["budget"] for p in points]
             fig.add_trace(go.Scatter(x=xs, y=[p[measure] for p in points], mode="lines+markers", name=f"{label}: used",
                                      line={"color": method_color(label)}), row=1, col=col)
+            for seed in range(points[0]["seeds"] if points and points[0]["seeds"] > 1 else 0):  # seeds can disagree
+                fig.add_trace(go.Scatter(x=xs, y=[p["seed_costs"][measure][seed] for p in points], mode="lines+markers",
+                                         name=f"{label}: each seed", legendgroup=f"{label} seeds", showlegend=seed == 0,
+                                         opacity=0.35, line={"color": method_color(label), "width": 1},
+                                         hovertext=[f"seed {seed}" for _ in points]), row=1, col=col)
             fig.add_trace(go.Scatter(x=xs, y=xs, mode="lines", name="asked (the budget itself)", showlegend=col == 1,
                                      line={"color": "grey", "dash": "dot"}), row=1, col=col)
             fig.update_xaxes(title_text="budget in the prompt", row=1, col=col)

@@ -186,11 +186,12 @@ def _point(config: ReproduceConfig, role: str, name: str, rows_per_seed: list[li
     seed's per-problem outcomes (a 0/1 string) so a reader can recompute any statistic."""
     matrix = [[float(r[stat]) for r in rows] for rows in rows_per_seed]
     stats = bootstrap_mean(matrix, config.bootstrap)
-    costs = {c: round(mean(mean(r[c] for r in rows) for rows in rows_per_seed), 2)
-             for c in COSTS if rows_per_seed[0] and c in rows_per_seed[0][0]}
+    seed_costs = {c: [round(mean(r[c] for r in rows), 2) for rows in rows_per_seed]
+                  for c in COSTS if rows_per_seed[0] and c in rows_per_seed[0][0]}
     return {"role": role, "label": LABELS[role], "method": role.split("_")[0], "name": name, "stat": stat, **info,
             "accuracy": stats["mean"], "ci95": stats["ci95"], "seed_accuracies": stats["seeds"],
-            "seed_sd": stats["seed_sd"], "n": stats["n"], "seeds": len(matrix), **costs,
+            "seed_sd": stats["seed_sd"], "n": stats["n"], "seeds": len(matrix),
+            **{c: round(mean(values), 2) for c, values in seed_costs.items()}, "seed_costs": seed_costs,
             "outcomes": [_bits(row) for row in matrix]}
 
 
