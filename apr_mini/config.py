@@ -219,8 +219,11 @@ class ReproduceConfig:
     n_problems: int = 200
     sosp_sft: tuple[str, ...] = ("data/cpu-sosp", "data/seeds/cpu-sosp-seed1", "data/seeds/cpu-sosp-seed2")
     apr_sft: tuple[str, ...] = ("data/cpu-apr", "data/seeds/cpu-apr-seed1", "data/seeds/cpu-apr-seed2")
-    sosp_grpo: tuple[str, ...] = ("data/cpu-sosp-grpo", "data/seeds/cpu-sosp-grpo-seed1", "data/seeds/cpu-sosp-grpo-seed2")
-    apr_grpo: tuple[str, ...] = ("data/cpu-apr-grpo", "data/seeds/cpu-apr-grpo-seed1", "data/seeds/cpu-apr-grpo-seed2")
+    # each SFT seed after GRPO (a run that collapsed leaves collapsed.json instead of a model)
+    sosp_grpo: tuple[str, ...] = ("data/cpu-sosp-grpo", "data/seeds/cpu-sosp-grpo-seed1",
+                                  "data/seeds/cpu-sosp-grpo-seed2")
+    apr_grpo: tuple[str, ...] = ("data/cpu-apr-grpo", "data/seeds/cpu-apr-grpo-seed1",
+                                 "data/seeds/cpu-apr-grpo-seed2")
     # each SFT seed continued on "Token Budget: N" traces / "Sub Call Budget: N" trees
     sosp_budget: tuple[str, ...] = ("data/cpu-sosp-budget", "data/seeds/cpu-sosp-budget-seed1",
                                     "data/seeds/cpu-sosp-budget-seed2")

@@ -31,8 +31,9 @@ def paired_difference(before: list[dict], after: list[dict]) -> dict:
 
 
 def bootstrap_mean(matrix, rounds: int = 2000, seed: int = 0) -> dict:
-    """Mean of a seeds x problems matrix (0/1 verified, or per-problem differences) with a 95% bootstrap interval that draws
-    seeds and problems with replacement, so it holds both the problems' and the seeds' spread."""
+    """Mean of a seeds x problems matrix (0/1 verified, or per-problem differences) with a 95%
+    bootstrap interval that draws seeds and problems with replacement, so it holds both the
+    problems' and the seeds' spread."""
     m = np.asarray(matrix, dtype=float)
     if m.ndim != 2 or m.size == 0:
         raise ValueError(f"need a non-empty seeds x problems matrix, got shape {m.shape}")
