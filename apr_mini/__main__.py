@@ -2,7 +2,7 @@
 
 - ``data``: write a profile's problems, demonstrations and SFT rows (JSONL) with a manifest;
 - ``lengths``: the share of SoS+ and APR training rows that overflow each context window;
-- ``demo``: the main job of ``make demo`` (for now: data + summary table + plot);
+- ``demo``: the main job of ``make demo``: APR and SoS+ on the shipped models, at two windows;
 - ``sft``: train a SoS+ or APR model with TRL (checkpoints, resumes, logs a learning curve);
 - ``evaluate``: verified success of a checkpoint on held-out problems, without the parallel engine;
 - ``infer``: run held-out problems through the spawn/join engine (APR, SoS+, N samples), resumable;
@@ -88,18 +88,15 @@ def cmd_data(args) -> dict:
 
 
 def cmd_demo(args) -> None:
-    from .data import load_demos
-    from .plots import demo_token_figure
+    import torch
 
-    profile = _profile_from(args)
-    args.out = args.out or f"runs/{profile.name}/data"
-    print(f"apr-mini demo, profile {profile.name!r}: problems and solver demonstrations")
-    cmd_data(args)
-    figure = demo_token_figure(load_demos(args.out, "train"),
-                               title=f"Demonstrations ({profile.name} profile): SoS+ vs APR in tokens")
-    plot = Path(args.out).parent / "demonstrations.html"
-    figure.write_html(plot, include_plotlyjs="cdn")
-    print(f"plot: {plot}")
+    from .demo import run_demo
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"apr-mini demo: the shipped {args.profile} SoS+ and APR models on {args.n} validation problems, "
+          "through the spawn/join engine")
+    run_demo(args.profile, n=args.n, tight=args.tight, out=args.out, progress=not args.no_progress)
 
 
 def cmd_lengths(args) -> None:
@@ -124,7 +121,7 @@ def cmd_sft(args) -> None:
     data = Path(args.data or f"runs/{profile.name}/data")
     run = SFTRun(kind=args.kind, model=args.model or profile.name, max_tokens=args.max_tokens, lr=args.lr,
                  seed=args.seed, eval_every=args.eval_every, eval_problems=args.eval_problems, threads=args.threads,
-                 keep=args.keep, init=args.init)
+                 keep=args.keep, init=args.init, overflow=args.overflow)
     out = Path(args.out or f"runs/{profile.name}/sft-{args.kind}")
     out.mkdir(parents=True, exist_ok=True)  # an unwritable place fails here, before any work
     val = load_problems(data / "problems_val.jsonl")
@@ -358,9 +355,13 @@ def main(argv=None) -> None:
     lengths.add_argument("--data", help="data folder (default: runs/<profile>/data)")
     lengths.add_argument("--contexts", type=WINDOW, nargs="+", default=[512, 640, 768, 1024])
     lengths.set_defaults(fn=cmd_lengths)
-    demo = sub.add_parser("demo", help="the main job of `make demo`")
-    _add_data_args(demo)
-    demo.add_argument("--out", help="output folder (default: runs/<profile>/data)")
+    demo = sub.add_parser("demo", help="the main job of `make demo`: APR and SoS+ at work on the shipped models")
+    demo.add_argument("--profile", choices=["cpu", "tiny"], default="cpu", help="whose shipped models (default: cpu)")
+    demo.add_argument("--n", type=COUNT, default=40, help="validation problems (default: 40)")
+    demo.add_argument("--tight", type=WINDOW, default=512, help="the tight context window (default: 512)")
+    demo.add_argument("--out", default="runs/demo", help="records and the tree's HTML (default: runs/demo)")
+    demo.add_argument("--threads", type=NON_NEGATIVE, default=0, help="torch threads (0: torch's default)")
+    demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(fn=cmd_demo)
     sft = sub.add_parser("sft", help="train a SoS+ or APR model on a data folder (resumes from checkpoints)")
     sft.add_argument("--profile", choices=sorted(PROFILES), help="default: $APR_PROFILE or cpu")
@@ -374,6 +375,8 @@ def main(argv=None) -> None:
     sft.add_argument("--init", help="continue from this checkpoint's weights (e.g. data/cpu-apr) instead of a "
                      "fresh model, for example on data written with --budget-prefixes")
     sft.add_argument("--keep", choices=["all", "solved"], default="all", help="which demonstrations to train on")
+    sft.add_argument("--overflow", choices=["drop", "truncate"], default="drop",
+                     help="rows longer than the window: drop them, or cut them there as the reference does")
     sft.add_argument("--eval-every", type=NON_NEGATIVE, default=2000, help="steps between learning-curve points")
     sft.add_argument("--eval-problems", type=NON_NEGATIVE, default=100)
     sft.add_argument("--threads", type=NON_NEGATIVE, default=0, help="torch threads (0: torch's default)")

@@ -74,11 +74,12 @@ class DemoConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """How much data to write. Problems are unique by (sorted numbers, target) within and across
-    splits; each training problem gets ``traces_per_problem`` demonstrations (fresh beams, and after
+    splits (train, validation and, where ``n_test`` > 0, test); each training problem gets ``traces_per_problem`` demonstrations (fresh beams, and after
     the first one the numbers in a shuffled order)."""
 
     n_train: int = 1000
     n_val: int = 200
+    n_test: int = 0  # a test split that no choice of settings sees (reported figures only)
     traces_per_problem: int = 1
     seed: int = 0
 
@@ -123,6 +124,17 @@ PROFILES: dict[str, Profile] = {
         demo=DemoConfig(sosp_min_beam=3, sosp_max_beam=8, apr_min_beam=3, apr_max_beam=6, apr_max_sub_beam=10,
                         token_budget_step=256),
         data=DataConfig(n_train=20_000, n_val=500, traces_per_problem=4),
+    ),
+    # The deep task on a laptop: the t4 task (4 numbers in 1..12, targets 10..36; about 20 first moves
+    # and 705 complete expressions a problem, against 10 and 35 at 3 numbers), where a child is a
+    # 3-number search and SoS+ traces overflow a 1,536-token window 61% of the time. Its own test
+    # split (500 problems) is what the deep claims and GRPO gains are reported on.
+    "cpu4": Profile(
+        name="cpu4",
+        task=TaskConfig(n_numbers=4, min_number=1, max_number=12, min_target=10, max_target=36),
+        demo=DemoConfig(sosp_min_beam=3, sosp_max_beam=8, apr_min_beam=3, apr_max_beam=6, apr_max_sub_beam=10,
+                        token_budget_step=256),
+        data=DataConfig(n_train=2000, n_val=200, n_test=500, traces_per_problem=4),
     ),
     "gpu": Profile(
         name="gpu",
@@ -195,6 +207,9 @@ GRPO_PRESETS: dict[str, GRPOConfig] = {
     # (an all-same group, no signal, is 5x rarer at 60% success than with 5)
     "cpu": GRPOConfig(learning_rate=1e-4, max_steps=60, problems_per_step=16, num_generations=8, eval_steps=10,
                       eval_problems=100),
+    # the deep task: the cpu recipe with beta 0.04 (what held the cpu APR run) and blocks for deep trees
+    "cpu4": GRPOConfig(learning_rate=1e-4, max_steps=60, problems_per_step=16, num_generations=8, beta=0.04,
+                       eval_steps=10, eval_problems=100, block_tokens=8192),
     # one T4: 16 problems x 8 trees a step, beta 0.04 (what held the cpu APR run), 30 steps (estimated at about
     # 15 minutes; README, "On GPUs")
     "t4": GRPOConfig(learning_rate=5e-5, max_steps=30, problems_per_step=16, num_generations=8, beta=0.04,
@@ -273,6 +288,14 @@ REPRODUCE_PRESETS: dict[str, ReproduceConfig] = {
                             latency_problems=2, latency_rounds=2, bootstrap=200, out="runs/reproduce/tiny/results",
                             records="runs/reproduce/tiny"),
     "cpu": ReproduceConfig(),
+    # The deep task (4 numbers): reported on its test split, which no choice of settings has seen
+    "cpu4": ReproduceConfig(problems="data/countdown-cpu4/problems_test.jsonl", n_problems=200,
+                            sosp_sft=("data/cpu4-sosp", "data/seeds/cpu4-sosp-seed1", "data/seeds/cpu4-sosp-seed2"),
+                            apr_sft=("data/cpu4-apr", "data/seeds/cpu4-apr-seed1", "data/seeds/cpu4-apr-seed2"),
+                            sosp_grpo=(), apr_grpo=(), sosp_budget=(), apr_budget=(),
+                            windows=(768, 1024, 1280, 1536), derivation_window=1024,
+                            token_budgets=(768, 1024, 1280, 1536), sample_seeds=1,
+                            out="data/results-cpu4", records="runs/reproduce/cpu4"),
     # One T4: the models a t4-profile run ships (notebooks 03 and 05 under APR_PROFILE=t4; none committed)
     "t4": ReproduceConfig(problems="runs/t4/data/problems_val.jsonl", n_problems=500, sosp_sft=("runs/t4/sosp",),
                           apr_sft=("runs/t4/apr",), sosp_grpo=("runs/t4/sosp-grpo",), apr_grpo=("runs/t4/apr-grpo",),
@@ -306,9 +329,31 @@ def get_profile(name: str | None = None) -> Profile:
     return PROFILES[name]
 
 
+# Plotly's JSON for JupyterLab, plus HTML with plotly.js inlined, so that a figure also shows in an
+# exported page (nbconvert --to html) and in viewers that do not run Plotly's extension. Colab shows
+# each output in its own frame, which plotly's own "colab" renderer is made for.
+NOTEBOOK_RENDERER = "plotly_mimetype+notebook"
+COLAB_RENDERER = "colab"
+
+
+def notebook_renderer() -> str:
+    """The plotly renderer for where this kernel runs: :data:`COLAB_RENDERER` on Colab, else
+    :data:`NOTEBOOK_RENDERER`."""
+    import sys
+
+    return COLAB_RENDERER if "google.colab" in sys.modules else NOTEBOOK_RENDERER
+
+
+def use_notebook_renderer() -> None:
+    """Make every ``figure.show()`` render with :func:`notebook_renderer` (notebooks call this once)."""
+    import plotly.io as pio
+
+    pio.renderers.default = notebook_renderer()
+
+
 def print_environment(profile: Profile, packages=("torch", "transformers", "trl", "plotly", "ipywidgets")) -> None:
     """The notebooks' first cell: versions, profile and where to change it; it also picks the
-    figures' renderer (:func:`apr_mini.plots.use_notebook_renderer`)."""
+    figures' renderer (:func:`use_notebook_renderer`)."""
     import platform
     from importlib import metadata
 
@@ -322,8 +367,6 @@ def print_environment(profile: Profile, packages=("torch", "transformers", "trl"
             versions.append(f"{name} (not installed)")
     print(" | ".join(versions))
     print(f"profile: {profile.name!r} (set ${PROFILE_ENV_VAR} to one of {sorted(PROFILES)} to change it)")
-    from .plots import use_notebook_renderer
-
     use_notebook_renderer()
 
 

@@ -189,12 +189,21 @@ def unique_problems(task: TaskConfig, n: int, *, seed: int, stream: str, exclude
 
 
 def make_splits(task: TaskConfig, n_train: int, n_val: int, *, seed: int = 0, workers: int = 1,
-                progress: bool = True) -> tuple[list[Problem], list[Problem]]:
-    """Train and validation problems with no overlap (by sorted numbers + target)."""
+                progress: bool = True, n_test: int = 0) -> tuple[list[Problem], ...]:
+    """Train and validation problems with no overlap (by sorted numbers + target); with ``n_test``,
+    also a test split that overlaps neither: ``(train, val)`` or ``(train, val, test)``.
+
+    The validation and training streams do not depend on ``n_test``, so adding a test split to a
+    task leaves its validation problems as they were (the test problems are drawn last).
+    """
     val = unique_problems(task, n_val, seed=seed, stream="val", workers=workers, progress=progress)
     train = unique_problems(task, n_train, seed=seed, stream="train", exclude={p.key for p in val},
                             workers=workers, progress=progress)
-    return train, val
+    if not n_test:
+        return train, val
+    test = unique_problems(task, n_test, seed=seed, stream="test", exclude={p.key for p in val + train},
+                           workers=workers, progress=progress)
+    return train, val, test
 
 
 def _demo_job(args) -> dict:
@@ -280,8 +289,8 @@ def build_dataset(profile: Profile, out_dir: str | Path, *, workers: int = 1, pr
     out = Path(out_dir)
     data = profile.data
     t0 = time.perf_counter()
-    train, val = make_splits(profile.task, data.n_train, data.n_val, seed=data.seed, workers=workers,
-                             progress=progress)
+    train, val, *test = make_splits(profile.task, data.n_train, data.n_val, seed=data.seed, workers=workers,
+                                    progress=progress, n_test=data.n_test)
     t1 = time.perf_counter()
     demos_train = demonstrate_all(train, profile.demo, seed=data.seed, split="train",
                                   traces_per_problem=data.traces_per_problem, workers=workers, progress=progress)
@@ -290,6 +299,8 @@ def build_dataset(profile: Profile, out_dir: str | Path, *, workers: int = 1, pr
     counts = {
         "problems_train": write_jsonl(out / "problems_train.jsonl", (p.to_dict() for p in train)),
         "problems_val": write_jsonl(out / "problems_val.jsonl", (p.to_dict() for p in val)),
+        **({"problems_test": write_jsonl(out / "problems_test.jsonl", (p.to_dict() for p in test[0]))}
+           if test else {}),
         "demos_train": write_jsonl(out / "demos_train.jsonl", demos_train),
         "demos_val": write_jsonl(out / "demos_val.jsonl", demos_val),
         "sft_sosp_train": write_jsonl(out / "sft_sosp_train.jsonl", sft_rows_sosp(demos_train)),

@@ -8,18 +8,6 @@ import plotly.graph_objects as go
 
 # One colour per method, in every figure of every notebook
 METHOD_COLORS = {"SoS+": "#EF553B", "APR": "#636EFA"}
-# Plotly's JSON for JupyterLab, plus HTML with plotly.js inlined, so that a figure also shows in an
-# exported page (nbconvert --to html) and in viewers that do not run Plotly's extension
-NOTEBOOK_RENDERER = "plotly_mimetype+notebook"
-
-
-def use_notebook_renderer() -> None:
-    """Make every ``figure.show()`` render with :data:`NOTEBOOK_RENDERER` (notebooks call this once)."""
-    import plotly.io as pio
-
-    pio.renderers.default = NOTEBOOK_RENDERER
-
-
 def find_chromium() -> str | None:
     """A headless-capable Chromium or Chrome (``$APR_CHROMIUM`` first), or None."""
     import os
@@ -183,6 +171,22 @@ def method_comparison_figure(records: dict[str, list[dict]], title: str = "APR v
                         marker_color=method_color(name), name=name, showlegend=col == 1, row=1, col=col)
     fig.update_yaxes(range=[0, 1], tickformat=".0%", row=1, col=1)
     fig.update_layout(title=title, height=400, margin={"t": 90})
+    return fig
+
+
+def loss_figure(tables: dict[str, dict], title: str = "Where each method loses") -> go.Figure:
+    """One bar per model (its method's colour) and cause: the share of problems lost to each cause of
+    :func:`apr_mini.attribution.loss_attribution` (``tables`` maps a model's name to its table)."""
+    from .attribution import CAUSES
+
+    fig = go.Figure()
+    for name, table in tables.items():
+        shares = [table[cause] / max(1, table["n"]) for cause in CAUSES]
+        fig.add_bar(x=list(CAUSES), y=shares, name=f"{name} (n={table['n']})", marker_color=method_color(name),
+                    marker_pattern_shape="/" if "GRPO" in name else "", text=[f"{table[c]}" for c in CAUSES],
+                    textposition="outside")
+    fig.update_layout(title=title, barmode="group", yaxis={"title": "share of problems", "tickformat": ".0%"},
+                      height=420)
     return fig
 
 

@@ -32,6 +32,7 @@ from statistics import mean, median
 
 from tqdm.auto import tqdm
 
+from .attribution import loss_attribution
 from .config import ReproduceConfig, UserFacingError
 from .data import load_problems
 from .engine import Limits
@@ -396,6 +397,14 @@ def compute_saving(compute: list[dict], k: int) -> dict | None:
             "apr_best": _side(best)}
 
 
+def _losses(config, runs, models) -> dict:
+    """Where each model loses at the models' own window (:func:`apr_mini.attribution.loss_attribution`),
+    one table per training seed."""
+    full = f"window-{config.windows[-1]}"
+    return {role: [loss_attribution(load_records(config, _find(runs, role, s, full))) for s in range(len(seeds))]
+            for role, seeds in models.items() if seeds and not role.endswith("_budget")}
+
+
 def summarize_reproduction(config: ReproduceConfig, models: dict[str, list[str]], fingerprints: dict[str, str],
                            missing: list[str], runs: list[Run], timed: list[Run], command: str = "") -> dict:
     context, check = _context_points(config, runs, models)
@@ -408,6 +417,7 @@ def summarize_reproduction(config: ReproduceConfig, models: dict[str, list[str]]
         "missing": missing, "paper": PAPER,
         "claims": claims(config, context, compute, latency), "derivation_check": check,
         "rl": _rl(config, runs, models, fingerprints), "context": context, "compute": compute, "latency": latency,
+        "losses": _losses(config, runs, models),
     }
 
 

@@ -7,8 +7,12 @@ apr-mini's, seeded and applied identically to SoS+ and APR:
   main call of every thread (:func:`apr_mini.trace_language.sft_rows`), as the paper trains.
 - **kept**: every demonstration, solved or not (failed searches teach the model to finish with
   ``No solution found.``); ``keep="solved"`` keeps only trees/traces whose result verifies.
-- **over-long rows** (BOS + prompt + completion + EOS beyond the context window) are dropped, not
-  truncated: a truncated trace would teach the model to stop mid-search. The dropped share is reported;
+- **over-long rows** (BOS + prompt + completion + EOS beyond the context window) are dropped by
+  default (``overflow="drop"``, the ``cpu`` models): a dropped row never teaches a search that does
+  not fit. The reference instead cuts them on the right at its window (``truncation_side='right'``,
+  ``max_length=4096`` in its ``supervised-jax`` trainer; its SoS+ solver has no search budget), which
+  ``overflow="truncate"`` follows (the deep ``cpu4`` task, where 61% of SoS+ traces are longer than
+  the window and dropping them would train SoS+ only on the easy problems). Either share is reported;
   it is where SoS+ pays for its long sequences.
 - **loss** on the completion only: the prompt, or the join text, is written by the engine.
 - **hygiene**: rows come from training problems only; validation problems are disjoint by sorted
@@ -61,6 +65,11 @@ class SFTRun:
     threads: int = 0                    # torch threads (0: leave as is)
     numbers: str = "digits"             # the tokenizer's number scheme (apr_mini.tokenizer.NUMBER_SCHEMES)
     init: str | None = None             # continue from this checkpoint's weights instead of a fresh model
+    overflow: str = "drop"              # rows longer than the window: "drop" them or "truncate" (reference)
+
+    def __post_init__(self):
+        if self.overflow not in ("drop", "truncate"):
+            raise ValueError(f"overflow must be 'drop' or 'truncate', not {self.overflow!r}")
 
 
 def load_rows(data_dir: str | Path, kind: str, keep: str = "all") -> list[dict]:
@@ -73,9 +82,10 @@ def load_rows(data_dir: str | Path, kind: str, keep: str = "all") -> list[dict]:
     return [r for r in rows if keep == "all" or r["solved"]]
 
 
-def tokenize_rows(rows: list[dict], tokenizer, context: int, seed: int = 0):
+def tokenize_rows(rows: list[dict], tokenizer, context: int, seed: int = 0, overflow: str = "drop"):
     """Pre-tokenized rows (``input_ids``, ``completion_mask``) that fit the context, shuffled; and a
-    report of what was dropped."""
+    report of what was dropped, or cut to the window with ``overflow="truncate"`` (no EOS then: the
+    search did not end inside the window)."""
     from datasets import Dataset
 
     prompts = tokenizer([r["prompt"] for r in rows])["input_ids"]
@@ -87,11 +97,14 @@ def tokenize_rows(rows: list[dict], tokenizer, context: int, seed: int = 0):
         full = full + [tokenizer.eos_token_id]
         if len(full) > context:
             dropped += 1
-            continue
+            if overflow == "drop" or len(prompt) >= context:
+                continue
+            full = full[:context]
         kept.append({"input_ids": full, "completion_mask": [0] * len(prompt) + [1] * (len(full) - len(prompt))})
     random.Random(seed).shuffle(kept)
     tokens = sum(len(r["input_ids"]) for r in kept)
-    report = {"rows": len(rows), "kept": len(kept), "dropped_over_context": dropped, "tokens_per_epoch": tokens}
+    over = "dropped_over_context" if overflow == "drop" else "truncated_over_context"
+    report = {"rows": len(rows), "kept": len(kept), over: dropped, "tokens_per_epoch": tokens}
     return Dataset.from_list(kept), report
 
 
@@ -158,6 +171,24 @@ def sft_config(run: SFTRun, out_dir: Path, context: int, max_steps: int):
     )
 
 
+def warm_start(checkpoint: str | Path, preset: str, tokenizer):
+    """The weights of ``checkpoint`` as a ``preset`` model: same shape and tokenizer, and a window at
+    most the preset's. A longer window is only a config change (RoPE has no position weights), so
+    the 3-number ``cpu`` models start the 4-number ``cpu4`` task (a curriculum; the model has never
+    seen positions past its old window, which the deep task's learning curves measure)."""
+    from .models import MODEL_PRESETS, load_model
+
+    model, want = load_model(checkpoint), MODEL_PRESETS[preset]
+    got = model.config
+    same_shape = (got.vocab_size, got.hidden_size, got.num_hidden_layers, got.num_attention_heads,
+                  got.intermediate_size) == (len(tokenizer), want.hidden, want.n_layers, want.n_heads, want.ffn)
+    if not same_shape or got.max_position_embeddings > want.context:
+        raise UserFacingError(f"{checkpoint} is not a {preset!r}-shaped model (window at most {want.context}) "
+                              "with this tokenizer")
+    model.config.max_position_embeddings = want.context
+    return model
+
+
 def latest_checkpoint(out_dir: Path) -> str | None:
     checkpoints = sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     return str(checkpoints[-1]) if checkpoints else None
@@ -174,7 +205,7 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
     from transformers import TrainerCallback
     from trl import SFTTrainer
 
-    from .models import MODEL_PRESETS, build_model, count_parameters, load_model
+    from .models import MODEL_PRESETS, build_model, count_parameters
     from .tokenizer import build_tokenizer
 
     if run.threads:
@@ -190,11 +221,10 @@ def train(run: SFTRun, data_dir: str | Path, out_dir: str | Path, *, val_problem
                   "remove it to train again, or pass a larger budget to go on")
             return finished
     tokenizer = build_tokenizer(run.numbers)
-    dataset, report = tokenize_rows(load_rows(data_dir, run.kind, run.keep), tokenizer, context, run.seed)
+    dataset, report = tokenize_rows(load_rows(data_dir, run.kind, run.keep), tokenizer, context, run.seed,
+                                    run.overflow)
     if run.init:
-        model = load_model(run.init)
-        if model.config.vocab_size != len(tokenizer) or model.config.max_position_embeddings != context:
-            raise UserFacingError(f"{run.init} is not a {run.model!r} model with the {run.numbers!r} tokenizer")
+        model = warm_start(run.init, run.model, tokenizer)
     else:
         model = build_model(run.model, tokenizer, seed=run.seed)
     if run.packing:

@@ -12,7 +12,7 @@ TINY = PROFILES["tiny"]
 
 
 def test_profiles_and_env_var(monkeypatch):
-    assert set(PROFILES) == {"tiny", "cpu", "t4", "gpu"}
+    assert set(PROFILES) == {"tiny", "cpu", "cpu4", "t4", "gpu"}
     monkeypatch.setenv("APR_PROFILE", "gpu")
     assert get_profile().name == "gpu"
     assert get_profile("tiny").name == "tiny"
@@ -48,6 +48,14 @@ def test_splits_are_disjoint_unique_and_independent_of_worker_count():
     assert len(keys_train) == 300 and len(keys_val) == 60 and not keys_train & keys_val
     again = make_splits(TINY.task, 300, 60, seed=3, workers=2, progress=False)
     assert (train, val) == again
+
+
+def test_a_test_split_overlaps_neither_and_leaves_the_other_splits_as_they_were():
+    train, val = make_splits(TINY.task, 200, 40, seed=3, progress=False)
+    train3, val3, test = make_splits(TINY.task, 200, 40, seed=3, progress=False, n_test=50)
+    assert (train3, val3) == (train, val) and len(test) == 50
+    keys = [{p.key for p in split} for split in (train, val, test)]
+    assert not (keys[0] & keys[2] or keys[1] & keys[2]) and len(keys[2]) == 50
 
 
 def test_exhausted_task_space_is_a_clear_error():
@@ -118,3 +126,20 @@ def test_budget_prefixes_label_each_demonstration_with_its_own_cost(tmp_path):
     for demo in read_jsonl(tmp_path / "demos_train.jsonl"):
         tree = demo["apr"]["trace_dict"]
         assert tree["main_calls"][0].startswith(f"Sub Call Budget: {tl.tree_stats(tree).n_threads - 1} Moving")
+
+
+def test_the_committed_deep_task_splits_are_disjoint_and_remade_by_their_command():
+    from pathlib import Path
+
+    from apr_mini.data import load_problems
+
+    folder = Path(__file__).resolve().parents[1] / "data" / "countdown-cpu4"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    splits = {name: load_problems(folder / f"problems_{name}.jsonl") for name in ("train", "val", "test")}
+    assert {name: len(s) for name, s in splits.items()} == {
+        name: manifest["counts"][f"problems_{name}"] for name in splits}
+    keys = {name: {p.key for p in s} for name, s in splits.items()}
+    assert not (keys["train"] & keys["val"] or keys["train"] & keys["test"] or keys["val"] & keys["test"])
+    deep = PROFILES["cpu4"]
+    assert all(len(p.nums) == deep.task.n_numbers for s in splits.values() for p in s)
+    assert unique_problems(deep.task, deep.data.n_val, seed=deep.data.seed, stream="val", progress=False) == splits["val"]

@@ -7,7 +7,7 @@ import plotly.io as pio
 import pytest
 
 from apr_mini import plots
-from apr_mini.config import get_profile, print_environment
+from apr_mini.config import COLAB_RENDERER, NOTEBOOK_RENDERER, get_profile, notebook_renderer, print_environment
 
 
 def record(pid, verified, tokens):
@@ -36,7 +36,15 @@ def test_method_comparison_has_an_accuracy_axis_from_0_to_1_and_a_colour_per_met
 def test_the_notebooks_first_cell_picks_a_renderer_that_embeds_plotly(capsys):
     pio.renderers.default = "json"
     print_environment(get_profile("tiny"))
-    assert pio.renderers.default == plots.NOTEBOOK_RENDERER and "notebook" in plots.NOTEBOOK_RENDERER.split("+")
+    assert pio.renderers.default == NOTEBOOK_RENDERER and "notebook" in NOTEBOOK_RENDERER.split("+")
+
+
+def test_on_colab_the_figures_use_plotlys_colab_renderer(monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert notebook_renderer() == COLAB_RENDERER and COLAB_RENDERER in pio.renderers
 
 
 def test_claim_figures_are_written_as_html_and_a_stale_png_is_removed_when_none_can_be_drawn(tmp_path, monkeypatch):

@@ -121,6 +121,9 @@ def test_summary_schema(tiny):
     assert "data/cpu-sosp" not in summary["missing"] and summary["missing"] == []
     assert "| context |" in results.claims_markdown(summary)
     assert (results.Path(config.out) / "claims.md").read_text() == results.claims_markdown(summary) + "\n"
+    assert set(summary["losses"]) == {"sosp_sft", "apr_sft"}  # one table per seed, every problem counted once
+    for tables in summary["losses"].values():
+        assert len(tables) == 1 and tables[0]["n"] == 4
 
 
 def test_the_readme_claims_block_is_the_shipped_summary():

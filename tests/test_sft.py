@@ -7,7 +7,7 @@ import pytest
 from apr_mini import trace_language as tl
 from apr_mini.config import PROFILES
 from apr_mini.data import build_dataset
-from apr_mini.sft import SFTRun, evaluate, load_rows, overflow_report, tokenize_rows, train
+from apr_mini.sft import SFTRun, evaluate, load_rows, overflow_report, tokenize_rows, train, warm_start
 from apr_mini.tokenizer import build_tokenizer
 
 
@@ -31,6 +31,28 @@ def test_rows_are_tokenized_with_completion_masks_and_over_long_rows_dropped(tin
     _, short = tokenize_rows(rows, tokenizer, context=100)
     assert short["dropped_over_context"] > 0
 
+
+def test_truncation_cuts_over_long_rows_at_the_window_as_the_reference_does(tiny_data):
+    tokenizer = build_tokenizer()
+    rows = load_rows(tiny_data, "sosp")
+    _, dropped = tokenize_rows(rows, tokenizer, context=100)
+    cut, report = tokenize_rows(rows, tokenizer, context=100, overflow="truncate")
+    assert report["truncated_over_context"] == dropped["dropped_over_context"] > 0
+    assert report["kept"] == len(rows) and max(len(r["input_ids"]) for r in cut) == 100
+    ended = sum(r["input_ids"][-1] == tokenizer.eos_token_id for r in cut)
+    assert ended == dropped["kept"]  # a cut search does not end inside the window: no EOS
+    with pytest.raises(ValueError, match="overflow"):
+        SFTRun(overflow="pad")
+
+
+def test_a_cpu_model_warm_starts_the_deep_task_with_a_longer_window():
+    from apr_mini.config import UserFacingError
+
+    tokenizer = build_tokenizer()
+    model = warm_start("data/cpu-sosp", "cpu4", tokenizer)
+    assert model.config.max_position_embeddings == 1536
+    with pytest.raises(UserFacingError, match="not a 'tiny'-shaped model"):
+        warm_start("data/cpu-sosp", "tiny", tokenizer)
 
 
 def test_overflow_report_counts_what_tokenize_rows_drops(tiny_data, capsys):
@@ -125,6 +147,6 @@ def test_init_continues_from_a_checkpoint_and_refuses_another_model(tiny_data, t
     # trained a little from the checkpoint: far closer to it than a model trained from scratch
     distance = lambda a: sum((a[n] - start[n]).norm() for n in start)
     assert moved and distance(after) < distance(scratch) / 4
-    with pytest.raises(UserFacingError, match="not a 'cpu' model"):
+    with pytest.raises(UserFacingError, match="not a 'cpu'-shaped model"):
         train(SFTRun(kind="sosp", model="cpu", max_tokens=2_000, eval_problems=0, init="data/tiny-sosp"),
               tiny_data, tmp_path / "wrong")
