@@ -69,7 +69,7 @@ def run_demo(profile: str = "cpu", *, n: int = 40, tight: int = 512, out: str | 
         backend = open_backend(folder)
         for window in windows:
             settings = EvalSettings(method=method, limits=Limits(context=window))
-            path = out / profile / f"{method}-window-{window}.jsonl"
+            path = out / profile / f"{method}-window-{window}-n{n}.jsonl"
             fingerprint, wall = checkpoint_fingerprint(folder), path.with_suffix(".seconds.json")
             finished = run_is_complete(path, problems, settings, fingerprint) and wall.exists()
             start = time.perf_counter()
@@ -85,7 +85,8 @@ def run_demo(profile: str = "cpu", *, n: int = 40, tight: int = 512, out: str | 
         if ("APR", window) in by_run and ("SoS+", window) in by_run:
             d = differences[window] = paired_difference(by_run[("SoS+", window)], by_run[("APR", window)])
             print(f"window {window:,}: APR minus SoS+ {100 * d['difference']:+.1f} points "
-                  f"(95% CI {100 * d['ci95'][0]:+.1f} to {100 * d['ci95'][1]:+.1f}, n={len(problems)})")
+                  f"(95% CI {100 * d['ci95'][0]:+.1f} to {100 * d['ci95'][1]:+.1f}, n={len(problems)}): "
+                  + ("within noise" if d["ci95"][0] <= 0 <= d["ci95"][1] else "outside noise"))
     apr_records = by_run[("APR", max(w for m, w in by_run if m == "APR"))]
     shown = next((r for r in apr_records if r["verified"]), apr_records[0])
     figure = timeline_figure(tl.timeline(shown["tree"]), title=f"APR on problem #{shown['id']}: "
