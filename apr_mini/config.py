@@ -74,8 +74,9 @@ class DemoConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """How much data to write. Problems are unique by (sorted numbers, target) within and across
-    splits (train, validation and, where ``n_test`` > 0, test); each training problem gets ``traces_per_problem`` demonstrations (fresh beams, and after
-    the first one the numbers in a shuffled order)."""
+    splits (train, validation and, where ``n_test`` > 0, test); each training problem gets
+    ``traces_per_problem`` demonstrations (fresh beams, and after the first one the numbers in a
+    shuffled order)."""
 
     n_train: int = 1000
     n_val: int = 200

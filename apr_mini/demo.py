@@ -15,10 +15,12 @@ import json
 import time
 from pathlib import Path
 
+from . import trace_language as tl
 from .config import UserFacingError
 from .data import load_problems
 from .engine import Limits
-from .inference import EvalSettings, checkpoint_fingerprint, open_backend, problem_rows, run_eval, run_is_complete
+from .inference import (EvalSettings, checkpoint_fingerprint, open_backend, problem_rows, run_eval,
+                        run_is_complete, summarize)
 from .stats import bootstrap_mean, paired_difference
 
 # the models each profile's demo runs: (method, name, checkpoint); tiny has only the test models
@@ -30,14 +32,12 @@ PROBLEMS = "data/countdown-cpu/problems_val.jsonl"
 
 
 def _row(name: str, window: int, records: list[dict], seconds: float) -> dict:
-    rows = problem_rows(records)
-    solved = [float(r["accuracy"]) for r in rows]
-    interval = bootstrap_mean([solved], rounds=2000)["ci95"]
-    mean = lambda key: sum(r[key] for r in rows) / len(rows)
-    return {"method": name, "window": window, "n": len(rows), "solved": int(sum(solved)),
-            "accuracy": sum(solved) / len(rows), "ci95": interval, "children": mean("children"),
-            "critical_path": mean("critical_path"), "total_tokens": mean("total_tokens"),
-            "seconds_per_problem": seconds / len(rows)}
+    solved = [float(r["accuracy"]) for r in problem_rows(records)]
+    means = summarize(records)
+    return {"method": name, "window": window, "n": means["problems"], "solved": int(sum(solved)),
+            "accuracy": means["accuracy"], "ci95": bootstrap_mean([solved])["ci95"], "children": means["children"],
+            "critical_path": means["critical_path"], "total_tokens": means["total_tokens"],
+            "seconds_per_problem": seconds / means["problems"]}
 
 
 def demo_table(rows: list[dict]) -> str:
@@ -55,7 +55,6 @@ def run_demo(profile: str = "cpu", *, n: int = 40, tight: int = 512, out: str | 
              root: str | Path = Path(__file__).resolve().parents[1], progress: bool = True) -> dict:
     """Run the demo (resumable) and return ``{"rows", "differences", "tree_html"}``; prints as it goes."""
     from .plots import timeline_figure
-    from . import trace_language as tl
 
     if profile not in DEMO_MODELS:
         raise UserFacingError(f"the demo runs the shipped models of profile {' or '.join(DEMO_MODELS)}, not {profile!r}")
@@ -64,9 +63,9 @@ def run_demo(profile: str = "cpu", *, n: int = 40, tight: int = 512, out: str | 
     rows, by_run = [], {}
     for method, name, checkpoint in DEMO_MODELS[profile]:
         folder = root / checkpoint
-        own = json.loads((folder / "config.json").read_text())["max_position_embeddings"]
-        windows = sorted({own, min(tight, own)}, reverse=True)
         backend = open_backend(folder)
+        own = backend.context_window
+        windows = sorted({own, min(tight, own)}, reverse=True)
         for window in windows:
             settings = EvalSettings(method=method, limits=Limits(context=window))
             path = out / profile / f"{method}-window-{window}-n{n}.jsonl"

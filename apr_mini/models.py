@@ -28,11 +28,11 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
     # 768, not 1,024: the cpu task's SoS+ traces must overflow the context as SoS+ overflows 4k in the
     # paper. The 1,024-context SoS+ model's greedy traces: 37% longer than 768 (5% longer than 1,024).
     "cpu": ModelPreset(n_layers=4, hidden=128, n_heads=4, ffn=512, context=768),
-    # One free cloud GPU (a T4: 16 GB, fp16): 19M parameters, head_dim 64 (SGLang's kernels), and a
-    # context the 4-number task's SoS+ demonstrations overflow (62% of them) while APR's threads fit (96%)
     # The deep task (profile cpu4): the cpu shape with the 1,536-token window of t4, so a cpu model
     # warm-starts it (RoPE has no position weights: only the config's window changes)
     "cpu4": ModelPreset(n_layers=4, hidden=128, n_heads=4, ffn=512, context=1536),
+    # One free cloud GPU (a T4: 16 GB, fp16): 19M parameters, head_dim 64 (SGLang's kernels), and a
+    # context the 4-number task's SoS+ demonstrations overflow (62% of them) while APR's threads fit (96%)
     "t4": ModelPreset(n_layers=8, hidden=384, n_heads=6, ffn=1536, context=1536),
     "gpu": ModelPreset(n_layers=18, hidden=1024, n_heads=16, ffn=2816, context=4096),
 }

@@ -8,6 +8,8 @@ import plotly.graph_objects as go
 
 # One colour per method, in every figure of every notebook
 METHOD_COLORS = {"SoS+": "#EF553B", "APR": "#636EFA"}
+
+
 def find_chromium() -> str | None:
     """A headless-capable Chromium or Chrome (``$APR_CHROMIUM`` first), or None."""
     import os
