@@ -299,6 +299,16 @@ def cmd_assignments(args) -> None:
         for path in assignments.generate():
             print(f"wrote {path}")
         return
+    if args.action == "freeze":
+        for path in assignments.freeze(seed=args.seed):
+            print(f"wrote {path} (keep it private: its seed draws the graded cases)")
+        return
+    if args.action == "export":
+        if not args.submissions:
+            raise UserFacingError("export needs a destination folder: python -m apr_mini assignments export DEST")
+        for path in assignments.export(args.submissions, course_url=args.course_url):
+            print(f"wrote {path}")
+        return
     if not args.submissions:
         raise UserFacingError("grade needs the submissions folder: <folder>/<student>/<assignment id>.ipynb")
     rows = assignments.grade(args.submissions, out=args.out)
@@ -311,8 +321,10 @@ def cmd_colab(args) -> None:
 
     for path in colab.sync_setup_cells():
         print(f"wrote the setup cell of {path} (run `make assignments` for the student versions)")
-    for path in colab.lessons() + colab.student_notebooks():
+    for path in colab.lessons():
         print(f"[{path.stem}]({colab.colab_link(path)})")
+    for path in colab.student_notebooks():
+        print(f"[{path.stem}]({colab.course_link(path)})")
 
 
 def cmd_compare(args) -> None:
@@ -454,10 +466,13 @@ def main(argv=None) -> None:
                      "the machine to themselves; a later run without this flag adds them")
     rep.add_argument("--no-progress", action="store_true")
     rep.set_defaults(fn=cmd_reproduce)
-    course = sub.add_parser("assignments", help="course assignments (nbgrader): write the student versions, or "
-                                                 "grade a folder of submissions")
-    course.add_argument("action", choices=["generate", "grade"])
-    course.add_argument("submissions", nargs="?", help="grade: a folder of <student>/<assignment id>.ipynb")
+    course = sub.add_parser("assignments", help="course assignments (nbgrader): write the student versions, freeze "
+                                                 "the answers, export the student-facing course, grade submissions")
+    course.add_argument("action", choices=["generate", "freeze", "export", "grade"])
+    course.add_argument("submissions", nargs="?", help="grade: a folder of <student>/<assignment id>.ipynb; "
+                                                       "export: the destination folder")
+    course.add_argument("--seed", type=int, help="freeze: the seed of the graded cases (default: a new secret one)")
+    course.add_argument("--course-url", help="export: the student-facing repository (default: apr_mini.colab.COURSE_URL)")
     course.add_argument("--out", help="grade: the score table's CSV (default: <submissions>/scores.csv)")
     course.set_defaults(fn=cmd_assignments)
     colab = sub.add_parser("colab", help="write the Colab setup cell into every notebook (from apr_mini.colab.REPO_URL) "

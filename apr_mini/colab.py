@@ -22,6 +22,11 @@ import json
 from pathlib import Path
 
 REPO_URL = "https://github.com/apr-mini/apr-mini"
+# the assignments open from the student-facing copy (``python -m apr_mini assignments export``), which
+# holds no solutions or answers; their setup cell is a locked nbgrader cell
+COURSE_URL = "https://github.com/apr-mini/apr-mini-course"
+LOCKED_SETUP = {"nbgrader": {"grade": False, "grade_id": "colab_setup", "locked": True, "schema_version": 3,
+                             "solution": False, "task": False}}
 REPO = Path(__file__).resolve().parent.parent
 MARKER = "# Setup: Colab and other cloud notebooks."
 
@@ -69,9 +74,20 @@ def colab_link(notebook: Path, repo: Path = REPO, repo_url: str = REPO_URL, bran
     return f"https://colab.research.google.com/github/{owner_name}/blob/{branch}/{notebook.resolve().relative_to(repo)}"
 
 
-def _code_cell(source: str) -> dict:
-    return {"cell_type": "code", "execution_count": None, "id": "colab-setup", "metadata": {}, "outputs": [],
+def course_link(student_notebook: Path, course_url: str = COURSE_URL, branch: str = "main") -> str:
+    """Where a student version opens on Colab: in the student-facing course (``assignments export``)."""
+    owner_name = course_url.removeprefix("https://github.com/").removesuffix(".git")
+    return (f"https://colab.research.google.com/github/{owner_name}/blob/{branch}/assignments/"
+            f"{student_notebook.parent.name}/{student_notebook.name}")
+
+
+def _code_cell(source: str, metadata: dict) -> dict:
+    return {"cell_type": "code", "execution_count": None, "id": "colab-setup", "metadata": metadata, "outputs": [],
             "source": source.splitlines(keepends=True)}
+
+
+def is_assignment(path: Path) -> bool:
+    return "assignments" in path.resolve().parts
 
 
 def setup_cell_of(notebook: dict) -> str | None:
@@ -81,19 +97,35 @@ def setup_cell_of(notebook: dict) -> str | None:
     return source if source.startswith(MARKER) else None
 
 
-def sync_setup_cells(paths: list[Path] | None = None, repo_url: str = REPO_URL) -> list[Path]:
-    """Make :func:`setup_source` the first code cell of each notebook; return the notebooks changed."""
+def expected_setup(path: Path, repo_url: str = REPO_URL, course_url: str = COURSE_URL) -> tuple[str, dict]:
+    """The setup cell's source and metadata for a notebook: a lesson clones the repository, an
+    assignment the student-facing course, in a locked cell."""
+    return (setup_source(course_url), LOCKED_SETUP) if is_assignment(path) else (setup_source(repo_url), {})
+
+
+def has_setup_metadata(cell: dict, metadata: dict) -> bool:
+    """Whether a cell carries ``metadata`` (nbgrader adds its own keys, such as a checksum, to a locked cell)."""
+    mine = cell.get("metadata", {})
+    if not metadata:
+        return "nbgrader" not in mine
+    return all(mine.get("nbgrader", {}).get(k) == v for k, v in metadata["nbgrader"].items())
+
+
+def sync_setup_cells(paths: list[Path] | None = None, repo_url: str = REPO_URL,
+                     course_url: str = COURSE_URL) -> list[Path]:
+    """Make :func:`expected_setup` the first code cell of each notebook; return the notebooks changed."""
     changed = []
     for path in paths if paths is not None else notebooks():
         notebook = json.loads(path.read_text())
-        if setup_cell_of(notebook) == setup_source(repo_url):
-            continue
+        source, metadata = expected_setup(path, repo_url, course_url)
         cells = notebook["cells"]
         first_code = next(i for i, c in enumerate(cells) if c["cell_type"] == "code")
+        if setup_cell_of(notebook) == source and has_setup_metadata(cells[first_code], metadata):
+            continue
         if setup_cell_of(notebook) is None:
-            cells.insert(first_code, _code_cell(setup_source(repo_url)))
+            cells.insert(first_code, _code_cell(source, metadata))
         else:
-            cells[first_code] = _code_cell(setup_source(repo_url))
+            cells[first_code] = _code_cell(source, metadata)
         path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
         changed.append(path)
     return changed

@@ -26,7 +26,10 @@ def code_cells(path: Path) -> list[str]:
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.stem + ("-student" if p in RELEASED else ""))
 def test_every_notebook_starts_with_the_setup_cell_and_reaches_files_through_root(path):
     cells = code_cells(path)
-    assert cells[0] == colab.setup_source(), f"run `python -m apr_mini colab` to refresh {path.name}"
+    source, metadata = colab.expected_setup(path)
+    first = next(c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    assert cells[0] == source and colab.has_setup_metadata(first, metadata), \
+        f"run `python -m apr_mini colab` to refresh {path.name}"
     offending = [line for cell in cells[1:] for line in cell.splitlines() if LAYOUT_ASSUMPTION.search(line)]
     assert not offending, f"{path.name} reaches files by its own place instead of ROOT: {offending}"
 
@@ -71,9 +74,17 @@ def test_sync_inserts_the_setup_cell_once(tmp_path):
     assert sum(c.startswith(colab.MARKER) for c in code_cells(path)) == 1
 
 
+def test_assignments_open_from_the_student_course_in_a_locked_setup_cell():
+    for path in RELEASED + sorted((colab.REPO / "assignments" / "source").glob("*/*.ipynb")):
+        assert f'REPO_URL = "{colab.COURSE_URL}"' in code_cells(path)[0], path.name
+        first = next(c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+        assert first["metadata"]["nbgrader"]["locked"], path.name
+
+
 def test_the_readme_links_every_lesson_and_student_notebook_to_colab():
     readme = (colab.REPO / "README.md").read_text()
-    missing = [p.name for p in colab.lessons() + RELEASED if colab.colab_link(p) not in readme]
+    missing = [p.name for p in colab.lessons() if colab.colab_link(p) not in readme]
+    missing += [p.name for p in RELEASED if colab.course_link(p) not in readme]
     assert not missing, f"README lacks Open-in-Colab links for {missing} (python -m apr_mini colab prints them)"
 
 
