@@ -78,7 +78,7 @@ def answers_path(assignment: str, root: Path = ROOT) -> Path:
 
 def freeze(root: Path = ROOT, seed: int | None = None) -> list[Path]:
     """Compute every assignment's answers from the reference with ``seed`` (default: a new secret one)
-    and store them beside the solution notebooks; return the files written."""
+    and store them in ``assignments/answers/`` (never exported); return the files written."""
     import secrets
 
     from .grading import frozen_answers
@@ -229,7 +229,7 @@ def export(dest: str | Path, root: Path = ROOT, course_url: str | None = None) -
         shutil.copy(notebook, target)
         notebooks.append(target)
     colab.sync_setup_cells(notebooks, course_url=course_url)
-    links = "\n".join(f"- [{p.stem}]({colab.colab_link(p, dest, course_url)})" for p in notebooks)
+    links = "\n".join(f"- [{p.stem}]({colab.course_link(p, course_url)})" for p in notebooks)
     (dest / "README.md").write_text(COURSE_README.format(links=links))
     return notebooks
 

@@ -164,9 +164,9 @@ def run_job(job: dict) -> None:
     """In the graded process: trusted cells, cases, seal, the submission's cells, its answers on stdout."""
     import linecache
 
-    from .grading_cases import CALLED_FROM_STUDENT, PARTS
+    from .grading_cases import CALLED_FROM_STUDENT, find_part
 
-    part = next(p for p in PARTS[job["assignment"]] if p.grade_id == job["grade_id"])
+    part = find_part(job["assignment"], job["grade_id"])
     namespace = {"__name__": "__main__"}
     package = str(Path(__file__).resolve().parent)
     cases = None
@@ -258,9 +258,9 @@ def graded_cells(submission: dict, source: dict) -> list[tuple[str, bool]]:
 def grade_part(submission: dict, source: dict, assignment: str, grade_id: str, answers: dict, scratch: Path,
                hidden: list[str], timeout: float = 600) -> tuple[bool, str]:
     """Run one part in a sealed process on ``scratch``; (passed, why not)."""
-    from .grading_cases import PARTS
+    from .grading_cases import find_part
 
-    part = next(p for p in PARTS[assignment] if p.grade_id == grade_id)
+    part = find_part(assignment, grade_id)
     job = {"assignment": assignment, "grade_id": grade_id, "seed": answers["seed"], "work": str(scratch / "work"),
            "hidden": hidden, "cells": graded_cells(submission, source)}
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(scratch / "work"), "TMPDIR": str(scratch / "work"),

@@ -416,3 +416,7 @@ PARTS: dict[str, list[Part]] = {
                 Part("a5_grpo", "test_one_step", A5, _step_cases, _step_student, _step_expected, 1e-4)],
 }
 CALLED_FROM_STUDENT = {"a4_orchestrator": A4_CALLED}
+
+
+def find_part(assignment: str, grade_id: str) -> Part:
+    return next(p for p in PARTS[assignment] if p.grade_id == grade_id)
