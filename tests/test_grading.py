@@ -133,8 +133,13 @@ def test_a_submission_cannot_write_into_its_copy_or_the_clone(scratch):
 def test_the_frozen_answers_are_current_and_come_from_their_seed():
     for assignment in assignments.assignment_ids():
         stored = json.loads(assignments.answers_path(assignment).read_text())
-        assert stored == json.loads(json.dumps(grading.frozen_answers(assignment, stored["seed"]))), \
-            f"run `python -m apr_mini assignments freeze --seed {stored['seed']}` ({assignment})"
+        fresh = json.loads(json.dumps(grading.frozen_answers(assignment, stored["seed"])))
+        stale = f"run `python -m apr_mini assignments freeze --seed {stored['seed']}` ({assignment})"
+        assert set(fresh["parts"]) == set(stored["parts"]), stale
+        for part in PARTS[assignment]:
+            # float parts may differ in the last bits between BLAS builds; the grader compares them with tolerance
+            want, got = stored["parts"][part.grade_id], fresh["parts"][part.grade_id]
+            assert grading.matches(got["values"], want["values"], part.tolerance) if part.tolerance else got == want, stale
         cells = {c["metadata"]["nbgrader"]["grade_id"] for c in json.loads(
             (assignments.ROOT / "source" / assignment / f"{assignment}.ipynb").read_text())["cells"]
             if c.get("metadata", {}).get("nbgrader", {}).get("grade") and c["cell_type"] == "code"}
