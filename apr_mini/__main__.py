@@ -12,37 +12,20 @@
 - ``colab``: the setup cell that opens every notebook on Colab, and the links to them;
 - ``compare``: the paired accuracy difference of two runs' records on the same problems;
 - ``solve``: solve one Countdown problem exactly, e.g. ``python -m apr_mini solve 24 32 84 26 59``.
+
+The commands that run trained models (demo, infer, grpo, reproduce, compare) are :mod:`apr_mini.cli_run`'s;
+the argument types they all share are :mod:`apr_mini.cli`'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import sys
 from pathlib import Path
 
+from . import cli_run
+from .cli import COUNT, NON_NEGATIVE, RATE, TEMPERATURE, WINDOW, invocation
 from .config import PROFILES, UserFacingError, get_profile
-
-
-def _at_least(low, kind=int):
-    """An argparse type: a number of ``kind`` that is at least ``low`` (a bad one is a one-line error)."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
-        if value < low or value != value:  # value != value: NaN
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
-        return value
-
-    parse.__name__ = f"{kind.__name__} >= {low}"
-    return parse
-
-
-COUNT, NON_NEGATIVE = _at_least(1), _at_least(0)
-RATE, TEMPERATURE = _at_least(1e-12, float), _at_least(0.0, float)
-WINDOW = _at_least(16)  # a context window smaller than a prompt cannot hold a search
 
 
 def _profile_from(args):
@@ -79,24 +62,12 @@ def cmd_data(args) -> dict:
 
     profile = _profile_from(args)
     out = Path(args.out or f"runs/{profile.name}/data")
-    command = "python -m apr_mini " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = invocation()
     manifest = build_dataset(profile, out, workers=args.workers, progress=not args.no_progress, command=command)
     print(f"wrote {out}/ ({', '.join(f'{k}={v}' for k, v in manifest['counts'].items())}) "
           f"in {manifest['seconds']['total']:.1f}s")
     print(summary_table(manifest["summary_train"]))
     return manifest
-
-
-def cmd_demo(args) -> None:
-    import torch
-
-    from .demo import run_demo
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"apr-mini demo: the shipped {args.profile} SoS+ and APR models on {args.n} validation problems, "
-          "through the spawn/join engine")
-    run_demo(args.profile, n=args.n, tight=args.tight, out=args.out, progress=not args.no_progress)
 
 
 def cmd_lengths(args) -> None:
@@ -125,7 +96,7 @@ def cmd_sft(args) -> None:
     out = Path(args.out or f"runs/{profile.name}/sft-{args.kind}")
     out.mkdir(parents=True, exist_ok=True)  # an unwritable place fails here, before any work
     val = load_problems(data / "problems_val.jsonl")
-    command = "python -m apr_mini " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = invocation()
     metrics = train(run, data, out, val_problems=val, command=command)
     if int(os.environ.get("RANK", "0")):  # under accelerate launch (DDP) the main process reports and ships
         return
@@ -146,150 +117,6 @@ def cmd_evaluate(args) -> None:
     problems = load_problems(args.problems, args.n)
     scores = evaluate_checkpoint(args.checkpoint, problems, kind=args.kind, temperature=args.temperature)
     print(json.dumps({"checkpoint": args.checkpoint, "problems": args.problems, **scores}, indent=2))
-
-
-def _warn_outside_task(problems, checkpoint: Path) -> None:
-    """Say so when problems are not the task the checkpoint was trained on (its metrics.json)."""
-    import json
-    import warnings
-
-    from .config import TaskConfig
-    from .data import outside_task
-
-    metrics = checkpoint / "metrics.json"
-    if not metrics.is_file():
-        return
-    task = json.loads(metrics.read_text()).get("task")
-    if not task:
-        return
-    trained = TaskConfig(task["n_numbers"], *task["numbers"], *task["targets"])
-    strange = outside_task(problems, trained)
-    if strange:
-        warnings.warn(f"{len(strange)} of {len(problems)} problems are outside the task {checkpoint.name} was trained on "
-                      f"({trained.n_numbers} numbers in {trained.min_number}..{trained.max_number}, targets "
-                      f"{trained.min_target}..{trained.max_target}), e.g. {strange[0].to_dict()}: expect it to fail them",
-                      stacklevel=2)
-
-
-def cmd_infer(args) -> None:
-    import json
-
-    import torch
-
-    from .engine import BackendUnavailable, Limits
-    from .data import load_problems, read_jsonl
-    from .inference import (EvalSettings, check_resume, checkpoint_fingerprint, open_backend, run_eval,
-                            smaller_contexts, summarize, summary_table)
-
-    profile = get_profile(args.profile)
-    checkpoint = Path(args.checkpoint or f"data/{profile.name}-{args.method}")
-    if args.backend == "openai" and not args.url:
-        raise UserFacingError("--backend openai needs --url, the server's address (e.g. http://127.0.0.1:8000)")
-    if args.backend == "transformers" and not (checkpoint / "config.json").is_file():
-        raise UserFacingError(f"{checkpoint} is not a model folder (no config.json): pass --checkpoint, e.g. data/cpu-apr")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        limits = Limits(max_depth=args.max_depth, max_children=args.max_children,
-                        max_thread_tokens=args.max_thread_tokens, context=args.context)
-        settings = EvalSettings(method=args.method, samples=args.samples, temperature=args.temperature,
-                                seed=args.seed, prefix=args.prefix, limits=limits)
-    except ValueError as err:
-        raise UserFacingError(str(err)) from None
-    problems = load_problems(args.problems or checkpoint / "problems_val.jsonl", args.n)
-    _warn_outside_task(problems, checkpoint)
-    samples = f"-s{args.samples}" if args.samples > 1 else ""  # a greedy run and an N-sample run don't share a file
-    out = Path(args.out or f"runs/infer/{checkpoint.name}-{args.method}{samples}.jsonl")
-    model = checkpoint_fingerprint(checkpoint)
-    check_resume(out, problems, settings, model)  # before spending seconds on loading the model
-    backend = open_backend(checkpoint, kind=args.backend, join=args.join, url=args.url, max_batch=args.max_batch,
-                           context_window=args.context)
-    try:
-        records = run_eval(backend, problems, out, settings, max_live=args.max_live, progress=not args.no_progress,
-                           model=model)
-    except BackendUnavailable as err:
-        finished = len(read_jsonl(out)) if out.exists() else 0
-        raise UserFacingError(f"{err}. The {finished} finished problems are kept in {out}; run the same command "
-                              "again when the server is back to do the rest") from None
-    summary = summarize(records)
-    print(summary_table({f"{checkpoint.name} {args.method}": summary}))
-    if summary.get("failed_threads"):
-        print(f"{summary['failed_threads']:.2f} failed threads per problem (limits, malformed output, backend errors): "
-              f"see each record's metrics.failures")
-    if args.within:
-        summary["smaller_contexts"] = smaller_contexts(records, args.within)
-        print("| context | verified within it | doesn't fit |\n|---|---|---|")
-        for window, share in summary["smaller_contexts"].items():
-            print(f"| {window:,} | {share['verified']:.1%} | {share['longer']:.1%} |")
-    print(f"records: {out}")
-    out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=1))
-
-
-def cmd_grpo(args) -> None:
-    import torch
-
-    from . import grpo, grpo_train
-    from .config import get_grpo_config
-    from .data import load_problems
-
-    profile = get_profile(args.profile)
-    changes = {name: getattr(args, name) for name in
-               ("learning_rate", "max_steps", "problems_per_step", "num_generations", "beta", "epsilon",
-                "epsilon_high", "loss_type", "scale_rewards", "sequence_weighting", "num_iterations", "reward",
-                "eval_steps", "eval_problems", "seed", "temperature", "min_well_formed", "efficiency_cap",
-                "trained_threads")}
-    try:
-        config = get_grpo_config(profile.name, **changes)
-    except ValueError as err:
-        raise UserFacingError(str(err)) from None
-    checkpoint = Path(args.checkpoint)
-    if not (checkpoint / "config.json").exists():
-        raise UserFacingError(f"{checkpoint} is not a model folder (no config.json): pass an SFT checkpoint "
-                              "such as data/cpu-apr")
-    for path in (args.problems, checkpoint / "problems_val.jsonl"):
-        if not Path(path).exists():
-            raise UserFacingError(f"{path} not found")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    train_problems = load_problems(args.problems, args.n_train)
-    val = load_problems(checkpoint / "problems_val.jsonl")
-    out = args.out or f"runs/{profile.name}/grpo-{args.kind}"
-    command = "python -m apr_mini " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if args.rollout_server:
-        from .serving import launch_server
-
-        # the paper's setup: this process trains, SGLang serves the rollouts and reloads the weights each step
-        with launch_server(checkpoint.resolve(), kind="sglang", timeout=600,
-                           extra_args=["--attention-backend", "triton"]) as server:
-            metrics = grpo_train.train(checkpoint, args.kind, train_problems, out, config, eval_problems=val, command=command,
-                                 progress=not args.no_progress,
-                                 rollouts=grpo.ServerRollouts(server, Path(out).resolve() / "sync"))
-    else:
-        metrics = grpo_train.train(checkpoint, args.kind, train_problems, out, config, eval_problems=val, command=command,
-                             progress=not args.no_progress)
-    print(f"trained {metrics['steps']} steps ({metrics['trees']:,} trees) in {metrics['wall_seconds']:.0f} s: {out}/final")
-    if args.ship:
-        shipped = grpo_train.ship(out, args.ship, val[:args.ship_val], command=command, progress=not args.no_progress)
-        v = shipped["validation"]
-        d = v["accuracy_difference"]
-        print(f"shipped to {args.ship}: accuracy {d['before']:.1%} -> {d['after']:.1%} on {d['n']} problems, "
-              f"paired difference {d['difference']:+.1%} (SE {d['se']:.1%}); children "
-              f"{v['before']['children']} -> {v['after']['children']}")
-
-
-def cmd_reproduce(args) -> None:
-    from .config import get_reproduce_config
-    from .results import claims_markdown, reproduce
-
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    config = get_reproduce_config(args.profile, out=args.out, records=args.records, n_problems=args.n)
-    command = "python -m apr_mini " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    summary = reproduce(config, progress=not args.no_progress, command=command, latency=not args.no_latency)
-    print(claims_markdown(summary))
-    print(f"wrote {config.out}/summary.json and figures; records in {config.records}/")
 
 
 def cmd_assignments(args) -> None:
@@ -327,22 +154,6 @@ def cmd_colab(args) -> None:
         print(f"[{path.stem}]({colab.course_link(path)})")
 
 
-def cmd_compare(args) -> None:
-    from .data import read_jsonl
-    from .stats import paired_difference
-
-    for path in (args.first, args.second):
-        if not Path(path).exists():
-            raise UserFacingError(f"{path} not found")
-    try:
-        d = paired_difference(read_jsonl(args.first), read_jsonl(args.second))
-    except ValueError as err:
-        raise UserFacingError(str(err)) from None
-    print(f"{args.second} minus {args.first} on {d['n']} shared problems: {d['after']:.1%} - {d['before']:.1%} = "
-          f"{d['difference']:+.1%} (SE {d['se']:.1%}, 95% CI {d['ci95'][0]:+.1%} to {d['ci95'][1]:+.1%}; "
-          f"{d['gained']} problems only the second solves, {d['lost']} only the first)")
-
-
 def cmd_solve(args) -> None:
     from .countdown import all_solutions
 
@@ -367,14 +178,6 @@ def main(argv=None) -> None:
     lengths.add_argument("--data", help="data folder (default: runs/<profile>/data)")
     lengths.add_argument("--contexts", type=WINDOW, nargs="+", default=[512, 640, 768, 1024])
     lengths.set_defaults(fn=cmd_lengths)
-    demo = sub.add_parser("demo", help="the main job of `make demo`: APR and SoS+ at work on the shipped models")
-    demo.add_argument("--profile", choices=["cpu", "tiny"], default="cpu", help="whose shipped models (default: cpu)")
-    demo.add_argument("--n", type=COUNT, default=40, help="validation problems (default: 40)")
-    demo.add_argument("--tight", type=WINDOW, default=512, help="the tight context window (default: 512)")
-    demo.add_argument("--out", default="runs/demo", help="records and the tree's HTML (default: runs/demo)")
-    demo.add_argument("--threads", type=NON_NEGATIVE, default=0, help="torch threads (0: torch's default)")
-    demo.add_argument("--no-progress", action="store_true")
-    demo.set_defaults(fn=cmd_demo)
     sft = sub.add_parser("sft", help="train a SoS+ or APR model on a data folder (resumes from checkpoints)")
     sft.add_argument("--profile", choices=sorted(PROFILES), help="default: $APR_PROFILE or cpu")
     sft.add_argument("--kind", choices=["sosp", "apr"], required=True)
@@ -403,69 +206,7 @@ def main(argv=None) -> None:
     evaluate.add_argument("--n", type=COUNT, default=200, help="how many problems (from the top)")
     evaluate.add_argument("--temperature", type=TEMPERATURE, default=0.0)
     evaluate.set_defaults(fn=cmd_evaluate)
-    infer = sub.add_parser("infer", help="run problems through the spawn/join engine (resumes a killed run)")
-    infer.add_argument("--profile", choices=sorted(PROFILES),
-                       help="picks the default checkpoint, data/<profile>-<method> (default: $APR_PROFILE or cpu)")
-    infer.add_argument("--checkpoint", help="a folder with model and tokenizer (default: data/<profile>-<method>)")
-    infer.add_argument("--method", choices=["apr", "sosp"], required=True, help="sosp forbids spawning")
-    infer.add_argument("--problems", help="a problems JSONL file (default: the checkpoint's problems_val.jsonl)")
-    infer.add_argument("--n", type=COUNT, default=200, help="how many problems (from the top)")
-    infer.add_argument("--out", help="records JSONL (default: runs/infer/<checkpoint>-<method>[-s<N>].jsonl)")
-    infer.add_argument("--samples", type=COUNT, default=1, help="samples per problem (pass@N, majority vote)")
-    infer.add_argument("--temperature", type=TEMPERATURE, default=0.0)
-    infer.add_argument("--seed", type=int, default=0)
-    infer.add_argument("--prefix", default="", help='conditioning prefix, e.g. "Sub Call Budget: 8 "')
-    infer.add_argument("--max-depth", type=NON_NEGATIVE, default=2, help="spawn levels below the root")
-    infer.add_argument("--max-children", type=COUNT, default=16, help="children per spawn")
-    infer.add_argument("--max-thread-tokens", type=COUNT, help="new tokens per thread")
-    infer.add_argument("--context", type=WINDOW, help="context window (default: the model's)")
-    infer.add_argument("--within", type=WINDOW, nargs="+", metavar="TOKENS",
-                       help="also report accuracy as if the context were each of these (inference.smaller_contexts)")
-    infer.add_argument("--backend", choices=["transformers", "openai"], default="transformers")
-    infer.add_argument("--url", nargs="+", help="server url(s) for --backend openai, e.g. http://127.0.0.1:8000; "
-                       "several servers share the threads, each thread's calls staying on one")
-    infer.add_argument("--join", choices=["prefix-cache", "re-prefill"], default="prefix-cache")
-    infer.add_argument("--max-batch", type=COUNT, default=64, help="rows decoded together (transformers backend)")
-    infer.add_argument("--max-live", type=COUNT, default=64, help="problems in flight at once")
-    infer.add_argument("--threads", type=NON_NEGATIVE, default=0, help="torch threads (0: torch's default)")
-    infer.add_argument("--no-progress", action="store_true")
-    infer.set_defaults(fn=cmd_infer)
-    rl = sub.add_parser("grpo", help="GRPO over spawn trees from an SFT checkpoint (resumes from checkpoints)")
-    rl.add_argument("--profile", choices=sorted(PROFILES), help="GRPO preset (default: $APR_PROFILE or cpu)")
-    rl.add_argument("--checkpoint", required=True, help="the SFT model folder, e.g. data/cpu-apr")
-    rl.add_argument("--kind", choices=["apr", "sosp"], required=True, help="sosp forbids spawning")
-    rl.add_argument("--problems", default="data/countdown-cpu/problems_train.jsonl", help="training problems")
-    rl.add_argument("--n-train", type=COUNT, help="use the first N training problems (default: all)")
-    rl.add_argument("--out", help="run folder (default: runs/<profile>/grpo-<kind>)")
-    for flag, kind in (("--learning-rate", float), ("--max-steps", int), ("--problems-per-step", int),
-                       ("--num-generations", int), ("--beta", float), ("--epsilon", float), ("--epsilon-high", float),
-                       ("--num-iterations", int), ("--eval-steps", int), ("--eval-problems", int), ("--seed", int),
-                       ("--temperature", float), ("--min-well-formed", float), ("--efficiency-cap", float)):
-        rl.add_argument(flag, type=kind, help="default: the profile's GRPO preset (apr_mini.config.GRPO_PRESETS)")
-    rl.add_argument("--loss-type", choices=["grpo", "dr_grpo", "dapo"])
-    rl.add_argument("--scale-rewards", choices=["group", "batch", "none"])
-    rl.add_argument("--sequence-weighting", choices=["tree", "sequence"])
-    rl.add_argument("--trained-threads", choices=["all", "root"])
-    rl.add_argument("--reward", choices=["binary", "efficiency", "thread_penalty"])
-    rl.add_argument("--threads", type=NON_NEGATIVE, default=0, help="torch threads (0: torch's default)")
-    rl.add_argument("--rollout-server", choices=["sglang"], help="decode rollouts on an SGLang server that reloads "
-                                                                "the weights every step (GPU only)")
-    rl.add_argument("--ship", help="after training, copy the model here (e.g. data/cpu-apr-grpo) and evaluate "
-                                   "it and its SFT model on the checkpoint's validation problems")
-    rl.add_argument("--ship-val", type=COUNT, default=200, help="validation problems to evaluate when shipping")
-    rl.add_argument("--no-progress", action="store_true")
-    rl.set_defaults(fn=cmd_grpo)
-    rep = sub.add_parser("reproduce", help="the paper's three claims: every evaluation through the engine "
-                                           "(resumable), then summary.json and figures")
-    rep.add_argument("--profile", choices=sorted(PROFILES), help="default: $APR_PROFILE or cpu")
-    rep.add_argument("--n", type=COUNT, help="problems per point (default: the profile's)")
-    rep.add_argument("--out", help="results folder (default: the profile's, data/results for cpu)")
-    rep.add_argument("--records", help="records folder (default: runs/reproduce/<profile>)")
-    rep.add_argument("--threads", type=NON_NEGATIVE, default=0, help="torch threads (0: torch's default)")
-    rep.add_argument("--no-latency", action="store_true", help="leave out the timed rounds (claim 3), which need "
-                     "the machine to themselves; a later run without this flag adds them")
-    rep.add_argument("--no-progress", action="store_true")
-    rep.set_defaults(fn=cmd_reproduce)
+    cli_run.register(sub)
     course = sub.add_parser("assignments", help="course assignments (nbgrader): write the student versions, freeze "
                                                  "the answers, export the student-facing course, grade submissions")
     course.add_argument("action", choices=["generate", "freeze", "export", "grade"])
@@ -478,10 +219,6 @@ def main(argv=None) -> None:
     colab = sub.add_parser("colab", help="write the Colab setup cell into every notebook (from apr_mini.colab.REPO_URL) "
                                          "and print each notebook's Open-in-Colab link")
     colab.set_defaults(fn=cmd_colab)
-    compare = sub.add_parser("compare", help="paired accuracy difference of two records files (infer or grpo --ship)")
-    compare.add_argument("first", help="records JSONL, e.g. data/cpu-sosp-grpo/eval_after.jsonl")
-    compare.add_argument("second", help="records JSONL on the same problems")
-    compare.set_defaults(fn=cmd_compare)
     solve = sub.add_parser("solve", help="solve one problem exactly")
     solve.add_argument("target", type=COUNT)
     solve.add_argument("numbers", type=NON_NEGATIVE, nargs="+")

@@ -1,7 +1,7 @@
 """Datasets on disk: problem splits, demonstrations and SFT rows as JSONL, made in parallel.
 
 Paper section 4.1 (data): every training example is one thread's sequence, each main call and each
-sub call separately (:func:`apr_mini.trace_language.sft_rows`). Problems are unique by sorted
+sub call separately (:func:`apr_mini.trace_trees.sft_rows`). Problems are unique by sorted
 numbers + target, validation problems are drawn first and never appear in training. Every random
 choice comes from a stream seeded by (seed, what, index), so the files are the same whatever the
 number of worker processes.
@@ -28,6 +28,8 @@ from typing import Callable, Iterable, Iterator
 from tqdm.auto import tqdm
 
 from . import trace_language as tl
+
+from . import trace_trees as tt
 from .config import DemoConfig, Profile, TaskConfig, UserFacingError
 from .countdown import Problem, problem_chunk
 from .demonstrations import demonstrate
@@ -214,7 +216,7 @@ def _demo_job(args) -> dict:
     row = demonstrate(problem, demo, rng)
     row["id"] = f"{split}-{index}" + (f"-{copy}" if copy else "")
     row["sosp"]["tokens"] = tl.count_tokens(row["sosp"]["trace"])
-    row["apr"]["stats"] = tl.tree_stats(row["apr"]["trace_dict"]).to_dict()
+    row["apr"]["stats"] = tt.tree_stats(row["apr"]["trace_dict"]).to_dict()
     return row
 
 
@@ -237,7 +239,7 @@ def sft_rows_sosp(demos: list[dict]) -> Iterator[dict]:
 def sft_rows_apr(demos: list[dict]) -> Iterator[dict]:
     """One row per main call of every thread of every APR tree."""
     for row in demos:
-        for k, sft in enumerate(tl.sft_rows(row["apr"]["trace_dict"])):
+        for k, sft in enumerate(tt.sft_rows(row["apr"]["trace_dict"])):
             yield {"id": f"{row['id']}/{k}", **sft, "solved": row["apr"]["solved"]}
 
 

@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from . import trace_language as tl
+from . import trace_trees as tt
 from .config import UserFacingError
 from .data import load_problems
 from .engine import Limits
@@ -88,7 +88,7 @@ def run_demo(profile: str = "cpu", *, n: int = 40, tight: int = 512, out: str | 
                   + ("within noise" if d["ci95"][0] <= 0 <= d["ci95"][1] else "outside noise"))
     apr_records = by_run[("APR", max(w for m, w in by_run if m == "APR"))]
     shown = next((r for r in apr_records if r["verified"]), apr_records[0])
-    figure = timeline_figure(tl.timeline(shown["tree"]), title=f"APR on problem #{shown['id']}: "
+    figure = timeline_figure(tt.timeline(shown["tree"]), title=f"APR on problem #{shown['id']}: "
                              f"{shown['target']} from {shown['nums']} (verified: {shown['verified']})")
     tree_html = out / profile / "apr_tree.html"
     figure.write_html(tree_html, include_plotlyjs=True)

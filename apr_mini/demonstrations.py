@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from . import trace_language as tl
+
+from . import trace_trees as tt
 from .config import DemoConfig
 from .countdown import HEURISTIC_TERMS, Problem, combine, get_heuristic
 
@@ -282,7 +284,7 @@ def condition_tree(tree: dict, kind: str | None, *, token_budget_step: int = 512
     ``Token Budget: <total tokens rounded up>`` on every thread (as the reference's inference passes it on)."""
     if kind is None:
         return tree
-    stats = tl.tree_stats(tree, count)
+    stats = tt.tree_stats(tree, count)
     if kind == "sub_calls":
         return prefix_tree(tree, tl.condition_prefix(kind, stats.n_threads - 1), children_too=False)
     budget = math.ceil(stats.total_tokens / token_budget_step) * token_budget_step

@@ -22,7 +22,7 @@ supports one spawn level and crashes on malformed text; here depth is a limit an
 failure reason on the thread.
 
 The result of one problem is its tree, ``{"main_calls": [...], "sub_calls": [[child, ...], ...]}``
-as in the demonstrations (so :func:`~apr_mini.trace_language.tree_stats` measures it), with each
+as in the demonstrations (so :func:`~apr_mini.trace_trees.tree_stats` measures it), with each
 thread's name, failure and per-call timing and token counts, plus the problem's metrics.
 """
 
@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Hashable, Iterable, Iterator, Protocol
 
 from . import trace_language as tl
+
+from . import trace_trees as tt
 from .countdown import Problem
 
 # Failures of a thread that runs out of room; inference.smaller_contexts looks for CONTEXT_FULL
@@ -139,8 +141,8 @@ class Thread:
 
 def problem_metrics(tree: dict, verdict_ok: bool, latency: float) -> dict:
     """Accuracy, compute and latency numbers of one finished problem (paper section 5's axes)."""
-    stats = tl.tree_stats(tree).to_dict()
-    threads = list(tl.iter_threads(tree))
+    stats = tt.tree_stats(tree).to_dict()
+    threads = list(tt.iter_threads(tree))
     calls = [call for thread in threads for call in thread.get("calls", [])]
     failures = [thread["failure"] for thread in threads if thread.get("failure")]
     prompt = sum(c["prompt_tokens"] for c in calls)
@@ -364,5 +366,5 @@ class ScriptedBackend:
 
 def scripted_from_trees(trees: Iterable[dict]) -> dict[str, str]:
     """``{given: generated}`` for every main call of every thread of the trees."""
-    return {given: generated for tree in trees for thread in tl.iter_threads(tree)
-            for given, generated in tl.thread_segments(thread)}
+    return {given: generated for tree in trees for thread in tt.iter_threads(tree)
+            for given, generated in tt.thread_segments(thread)}

@@ -1,5 +1,5 @@
 """Look inside a trace tree: an ipywidgets explorer that lists its threads (by
-:func:`apr_mini.trace_language.timeline`) and shows the one you click. Used by notebook 02 on
+:func:`apr_mini.trace_trees.timeline`) and shows the one you click. Used by notebook 02 on
 demonstrations and by notebook 04 on live engine runs.
 """
 
@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import html
 
-from . import trace_language as tl
+from . import trace_trees as tt
 
 
-def segment_node(segment: tl.Segment) -> str:
+def segment_node(segment: tt.Segment) -> str:
     """The search node a thread explores (``0,1``): its prompt's ``Moving to Node #...``. Thread names
     (``root/0.2``: spawn 0, child 2) say where a thread sits in the tree; node ids say which state it searches."""
     first = segment.text.split("\n", 1)[0]
     return first.rsplit("Moving to Node #", 1)[-1].strip() if "Moving to Node #" in first else "?"
 
 
-def segment_label(segment: tl.Segment) -> str:
+def segment_label(segment: tt.Segment) -> str:
     return (f"{'    ' * segment.depth}{segment.thread} (node #{segment_node(segment)}) · call {segment.call}"
             f" · {segment.outcome} · tokens {segment.start}-{segment.end}")
 
@@ -26,7 +26,7 @@ def tree_explorer(tree: dict, title: str = ""):
     """An ipywidgets view: a list of threads (indented by depth) and the selected thread's text."""
     import ipywidgets as widgets
 
-    segments = tl.timeline(tree)
+    segments = tt.timeline(tree)
     chooser = widgets.Select(options=[(segment_label(s), i) for i, s in enumerate(segments)], rows=min(12, len(segments)),
                              layout=widgets.Layout(width="100%"))
     reader = widgets.HTML()

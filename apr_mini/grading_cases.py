@@ -133,10 +133,10 @@ A1 = ("apr_mini.countdown:apply_step", "apr_mini.countdown:verify_steps", "apr_m
 # -- a2: the spawn/join protocol ---------------------------------------------------------------
 
 def _spawning_texts(rng: random.Random) -> list:
-    from . import trace_language as tl
+    from . import trace_trees as tt
 
     threads = [t for tree in _reference_trees() + _random_trees(rng, 60, stream="a2", budgets=True)
-               for t in tl.iter_threads(tree)]
+               for t in tt.iter_threads(tree)]
     cases = [(t["main_calls"][k], t["sub_calls"][k]) for t in threads for k in range(len(t.get("sub_calls", [])))]
     text = cases[0][0]
     broken = [text.replace("Sub Search 1 at", "Sub Search 3 at"), text.replace("<End Calling", "<End Callin"),
@@ -189,8 +189,9 @@ def _totals_student(ns: dict, tree) -> Any:
 
 def _totals_expected(tree) -> Any:
     from . import trace_language as tl
+    from . import trace_trees as tt
 
-    stats = tl.tree_stats(tree)
+    stats = tt.tree_stats(tree)
     own = [tl.count_tokens(tree["main_calls"][0])] + [
         tl.count_tokens(tree["main_calls"][k][len(tl.parse_spawn(tree["main_calls"][k - 1]).before):])
         for k in range(1, len(tree["main_calls"]))]
@@ -202,13 +203,13 @@ def _critical_student(ns: dict, tree) -> Any:
 
 
 def _critical_expected(tree) -> Any:
-    from . import trace_language as tl
+    from . import trace_trees as tt
 
-    return tl.tree_stats(tree).critical_path
+    return tt.tree_stats(tree).critical_path
 
 
-A3 = ("apr_mini.trace_language:tree_stats", "apr_mini.trace_language:timeline",
-      "apr_mini.trace_language:thread_segments", "apr_mini.trace_language:_prompt_of")
+A3 = ("apr_mini.trace_trees:tree_stats", "apr_mini.trace_trees:timeline",
+      "apr_mini.trace_trees:thread_segments", "apr_mini.trace_trees:_prompt_of")
 
 # -- a4: the orchestrator's join step ----------------------------------------------------------
 

@@ -45,6 +45,8 @@ from statistics import mean
 import torch
 
 from . import trace_language as tl
+
+from . import trace_trees as tt
 from .config import GRPOConfig
 from .countdown import Problem
 from .engine import Limits, Orchestrator
@@ -141,9 +143,9 @@ def tree_calls(tree: dict) -> list[Call]:
     """Every call of every thread of an engine tree; calls that generated nothing (refused before
     decoding: no room left) are left out."""
     calls = []
-    for thread in tl.iter_threads(tree):
+    for thread in tt.iter_threads(tree):
         stats = thread.get("calls", [])
-        for k, (given, generated) in enumerate(tl.thread_segments(thread)):
+        for k, (given, generated) in enumerate(tt.thread_segments(thread)):
             if generated and k < len(stats):
                 stopped = stats[k].get("reason") == "stop"
                 calls.append(Call(thread.get("thread", "root"), given, generated,

@@ -27,6 +27,8 @@ from statistics import mean
 from tqdm.auto import tqdm
 
 from . import trace_language as tl
+
+from . import trace_trees as tt
 from .config import UserFacingError
 from .countdown import Problem
 from .data import drop_torn_tail, read_jsonl
@@ -224,7 +226,7 @@ def fits_window(record: dict, window: int) -> bool:
     if CONTEXT_FULL in record["metrics"]["failures"]:
         return False
     return all(call["prompt_tokens"] + call["new_tokens"] <= window
-               for thread in tl.iter_threads(record["tree"]) for call in thread.get("calls", []))
+               for thread in tt.iter_threads(record["tree"]) for call in thread.get("calls", []))
 
 
 def summary_table(summaries: dict[str, dict]) -> str:

@@ -121,13 +121,13 @@ def context_fit_figure(demos: list[dict], windows: list[int] | None = None) -> g
 def advantage_timeline_figure(trees: list[tuple[str, dict, float]], title: str = "Every thread trains with its tree's advantage") -> go.Figure:
     """Threads of several trees in token time (as :func:`timeline_figure`), one panel row per tree,
     each bar coloured by the advantage its tree got (blue: pushed up, red: pushed down)."""
-    from . import trace_language as tl
+    from . import trace_trees as tt
 
     bound = max([abs(a) for _, _, a in trees] + [1e-9])
     fig = go.Figure()
     labels = []
     for k, (name, tree, advantage) in enumerate(trees):
-        segments = tl.timeline(tree)
+        segments = tt.timeline(tree)
         ys = [f"{name} · {s.thread} · {s.call}" for s in segments]
         labels += ys
         fig.add_trace(go.Bar(

@@ -4,7 +4,7 @@ Paper section 4.2 (SFT on solver trajectories). The reference never published it
 apr-mini's, seeded and applied identically to SoS+ and APR:
 
 - **rows**: SoS+ has one row per demonstration (root prompt -> the whole trace); APR has one row per
-  main call of every thread (:func:`apr_mini.trace_language.sft_rows`), as the paper trains.
+  main call of every thread (:func:`apr_mini.trace_trees.sft_rows`), as the paper trains.
 - **kept**: every demonstration, solved or not (failed searches teach the model to finish with
   ``No solution found.``); ``keep="solved"`` keeps only trees/traces whose result verifies.
 - **over-long rows** (BOS + prompt + completion + EOS beyond the context window) are dropped by

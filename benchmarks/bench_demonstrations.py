@@ -19,6 +19,8 @@ import random
 import time
 
 from apr_mini import trace_language as tl
+
+from apr_mini import trace_trees as tt
 from apr_mini.config import TaskConfig
 from apr_mini.countdown import problem_chunk
 from apr_mini.demonstrations import apr_tree, sosp_trace
@@ -45,7 +47,7 @@ def make_apr(problems, seed: int, count: bool):
         beam = rng.randint(1, 6)
         tree = apr_tree(problem, beam=beam, sub_beam=rng.randint(beam, 10), spawn_probability=0.9, rng=rng)
         if count:
-            tl.tree_stats(tree)
+            tt.tree_stats(tree)
 
 
 def best_rate(fn, n: int, repeats: int) -> float:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from apr_mini import trace_language as tl
+from apr_mini import trace_trees as tt
 from apr_mini.backends import TransformersBackend
 from apr_mini.engine import Limits, run_problems
 from apr_mini.data import load_problems
@@ -148,7 +148,7 @@ def main() -> None:
 def _threads(records):
     """Every thread's tree of every record."""
     for record in records:
-        yield from tl.iter_threads(record["tree"])
+        yield from tt.iter_threads(record["tree"])
 
 
 def _join_prefill(records) -> int:

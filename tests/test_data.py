@@ -5,6 +5,8 @@ import sys
 import pytest
 
 from apr_mini import trace_language as tl
+
+from apr_mini import trace_trees as tt
 from apr_mini.config import PROFILES, TaskConfig, get_profile
 from apr_mini.data import build_dataset, demonstrate_all, make_splits, read_jsonl, sft_rows_apr, unique_problems
 
@@ -71,7 +73,7 @@ def test_demonstrations_are_deterministic_and_copies_reorder_numbers():
     assert one == two and len(one) == 60
     assert sorted(one[1]["nums"]) == sorted(train[0].nums) and one[1]["target"] == train[0].target
     for row in one:
-        assert row["apr"]["stats"] == tl.tree_stats(row["apr"]["trace_dict"]).to_dict()
+        assert row["apr"]["stats"] == tt.tree_stats(row["apr"]["trace_dict"]).to_dict()
 
 
 def test_build_dataset_writes_consistent_files(tmp_path):
@@ -82,7 +84,7 @@ def test_build_dataset_writes_consistent_files(tmp_path):
     demos = read_jsonl(tmp_path / "demos_train.jsonl")
     rows = read_jsonl(tmp_path / "sft_apr_train.jsonl")
     assert rows == list(sft_rows_apr(demos))
-    assert len(rows) == sum(len(list(tl.iter_sequences(d["apr"]["trace_dict"]))) for d in demos)
+    assert len(rows) == sum(len(list(tt.iter_sequences(d["apr"]["trace_dict"]))) for d in demos)
     sosp = read_jsonl(tmp_path / "sft_sosp_train.jsonl")
     assert all(r["prompt"] + r["completion"] == d["sosp"]["trace"] for r, d in zip(sosp, demos))
     manifest_file = json.loads((tmp_path / "manifest.json").read_text())
@@ -125,7 +127,7 @@ def test_budget_prefixes_label_each_demonstration_with_its_own_cost(tmp_path):
         assert budget % step == 0 and budget - step < tl.count_tokens(bare["prompt"] + bare["completion"]) <= budget
     for demo in read_jsonl(tmp_path / "demos_train.jsonl"):
         tree = demo["apr"]["trace_dict"]
-        assert tree["main_calls"][0].startswith(f"Sub Call Budget: {tl.tree_stats(tree).n_threads - 1} Moving")
+        assert tree["main_calls"][0].startswith(f"Sub Call Budget: {tt.tree_stats(tree).n_threads - 1} Moving")
 
 
 def test_the_committed_deep_task_splits_are_disjoint_and_remade_by_their_command():

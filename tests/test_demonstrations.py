@@ -3,6 +3,8 @@ import random
 import pytest
 
 from apr_mini import trace_language as tl
+
+from apr_mini import trace_trees as tt
 from apr_mini.config import DemoConfig, TaskConfig
 from apr_mini.countdown import Problem, problem_chunk
 from apr_mini.demonstrations import apr_tree, condition_tree, demonstrate, sosp_trace
@@ -36,19 +38,19 @@ def test_apr_trees_parse_verify_and_follow_the_protocol(max_depth):
     for problem in PROBLEMS:
         tree = apr_tree(problem, beam=rng.randint(1, 4), sub_beam=rng.randint(2, 6), max_depth=max_depth, rng=rng)
         check_tree(tree, problem)
-        stats = tl.tree_stats(tree)
+        stats = tt.tree_stats(tree)
         assert stats.spawn_depth <= max_depth
         result = tl.extract_result(tree["main_calls"][-1])
         verdict = tl.verify_result(result, problem.nums, problem.target)
         assert bool(verdict) == (result is not None), verdict.reason  # the solver never lies
-        assert len(tl.sft_rows(tree)) == len(list(tl.iter_sequences(tree)))
+        assert len(tt.sft_rows(tree)) == len(list(tt.iter_sequences(tree)))
 
 
 def test_nested_spawns_happen_when_allowed():
     rng = random.Random(0)
-    depths = {tl.tree_stats(apr_tree(p, beam=2, sub_beam=2, max_depth=3, rng=rng)).spawn_depth for p in PROBLEMS}
+    depths = {tt.tree_stats(apr_tree(p, beam=2, sub_beam=2, max_depth=3, rng=rng)).spawn_depth for p in PROBLEMS}
     assert max(depths) >= 2
-    flat = {tl.tree_stats(apr_tree(p, beam=2, sub_beam=2, max_depth=1, rng=rng)).spawn_depth for p in PROBLEMS}
+    flat = {tt.tree_stats(apr_tree(p, beam=2, sub_beam=2, max_depth=1, rng=rng)).spawn_depth for p in PROBLEMS}
     assert flat <= {0, 1}
 
 
@@ -84,16 +86,16 @@ def test_conditioning_prefixes():
     rng = random.Random(1)
     problem = PROBLEMS[1]
     tree = apr_tree(problem, beam=3, sub_beam=4, spawn_probability=1.0, rng=rng)
-    n_children = tl.tree_stats(tree).n_threads - 1
+    n_children = tt.tree_stats(tree).n_threads - 1
     by_calls = condition_tree(tree, "sub_calls")
     assert all(t.startswith(f"Sub Call Budget: {n_children} Moving to Node #0\n") for t in by_calls["main_calls"])
     assert all(c["main_calls"][0].startswith("Moving to Node #") for c in by_calls["sub_calls"][0])
     by_tokens = condition_tree(tree, "tokens", token_budget_step=256)
     budget = int(by_tokens["main_calls"][0].split(" ")[2])
-    assert budget % 256 == 0 and budget >= tl.tree_stats(tree).total_tokens
-    assert all(t.startswith(f"Token Budget: {budget} ") for t in tl.iter_sequences(by_tokens))
+    assert budget % 256 == 0 and budget >= tt.tree_stats(tree).total_tokens
+    assert all(t.startswith(f"Token Budget: {budget} ") for t in tt.iter_sequences(by_tokens))
     check_tree(by_tokens, problem)  # children's prompts carry the budget, as the parser builds them
-    assert len(tl.sft_rows(by_calls)) == len(list(tl.iter_sequences(tree)))
+    assert len(tt.sft_rows(by_calls)) == len(list(tt.iter_sequences(tree)))
 
 
 def test_demonstrate_records_beams_and_verdicts():
@@ -115,8 +117,8 @@ def test_timeline_places_children_in_parallel_and_explorer_lists_every_call():
     rng = random.Random(2)
     for problem in PROBLEMS[:20]:
         tree = apr_tree(problem, beam=2, sub_beam=3, max_depth=2, rng=rng)
-        segments = tl.timeline(tree)
-        assert len(segments) == len(list(tl.iter_sequences(tree)))
+        segments = tt.timeline(tree)
+        assert len(segments) == len(list(tt.iter_sequences(tree)))
         for segment in segments:
             if segment.thread != "root":
                 parent = segment.thread.rsplit("/", 1)[0]

@@ -6,6 +6,8 @@ import random
 import pytest
 
 from apr_mini import trace_language as tl
+
+from apr_mini import trace_trees as tt
 from apr_mini.config import TaskConfig
 from apr_mini.countdown import Problem, problem_chunk
 from apr_mini.demonstrations import apr_tree, condition_tree
@@ -39,7 +41,7 @@ def test_replaying_demonstrations_gives_their_exact_trees_and_metrics():
         assert bare(record["tree"]) == tree
         assert record["result"] == tl.extract_result(tree["main_calls"][-1])
         assert record["verified"] == bool(tl.verify_result(record["result"], problem.nums, problem.target))
-        stats = tl.tree_stats(tree).to_dict()
+        stats = tt.tree_stats(tree).to_dict()
         assert {k: record["metrics"][k] for k in stats} == stats
         assert record["metrics"]["failures"] == []
         generated = sum(map(tl.count_tokens, scripted_from_trees([tree]).values()))
@@ -61,7 +63,7 @@ def test_threads_of_all_problems_share_the_batch():
     run_problems(backend, problems, limits=Limits(max_depth=2))
     assert backend.batch_sizes[0] == 8                 # every root at once
     assert max(backend.batch_sizes) > 8                # children of several problems run together
-    assert len(backend.released) >= sum(1 for t in trees for _ in tl.iter_sequences(t)) // 2
+    assert len(backend.released) >= sum(1 for t in trees for _ in tt.iter_sequences(t)) // 2
     backend = ScriptedBackend(scripted_from_trees(trees))
     run_problems(backend, problems, limits=Limits(max_depth=2), max_live=1)
     assert backend.batch_sizes[0] == 1
@@ -113,7 +115,7 @@ def test_a_failed_child_reads_as_no_solution_to_its_parent():
     problems, trees = nested_trees(6, max_depth=1)
     script = scripted_from_trees(trees)
     tree = next(t for t in trees if t["sub_calls"])
-    child_prompt = tl.thread_segments(tree["sub_calls"][0][0])[0][0]
+    child_prompt = tt.thread_segments(tree["sub_calls"][0][0])[0][0]
     script[child_prompt] = "Exploring Operation: 99*99=9801, Resulting"   # cut off: no result
     problem = problems[trees.index(tree)]
     [record] = run_problems(ScriptedBackend(script, context_window=10_000), [problem], limits=Limits(max_depth=1))
@@ -136,7 +138,7 @@ def test_a_non_ascii_number_in_model_output_is_a_recorded_result_not_a_crash():
     problems, trees = nested_trees(4, max_depth=1)
     script = scripted_from_trees(trees)
     solved = next(i for i, t in enumerate(trees) if tl.verify_trace(t["main_calls"][-1], problems[i].nums, problems[i].target))
-    last_given, last_generated = tl.thread_segments(trees[solved])[-1]
+    last_given, last_generated = tt.thread_segments(trees[solved])[-1]
     script[last_given] = last_generated.replace("Resulting Numbers: [", "Resulting Numbers: [²", 1)
     records = run_problems(ScriptedBackend(script), problems, limits=Limits(max_depth=1))
     assert len(records) == 4 and not records[solved]["verified"]
@@ -174,4 +176,4 @@ def test_a_completion_longer_than_asked_is_cut_and_recorded():
     for record in records:
         root = record["tree"]
         assert root["failure"].startswith("backend error: backend wrote") and "40 asked" in root["failure"]
-        assert tl.count_tokens(root["main_calls"][0]) - tl.count_tokens(tl.thread_segments(root)[0][0]) == 40
+        assert tl.count_tokens(root["main_calls"][0]) - tl.count_tokens(tt.thread_segments(root)[0][0]) == 40

@@ -30,42 +30,42 @@ def critical_path(tree):
     return STATS(tree).critical_path
 """
 CHEATS = {
-    "alias import": "from apr_mini.trace_language import tree_stats as STATS",
-    "module-level binding": "STATS = tl.tree_stats",
-    "helper function": "def STATS(tree):\n    return tl.tree_stats(tree)",
-    "lambda": "STATS = lambda tree: tl.tree_stats(tree)",
-    "importlib and getattr": "import importlib\nSTATS = getattr(importlib.import_module('apr_mini.trace_language'), 'tree_' + 'stats')",
-    "reload": "import importlib\nSTATS = lambda tree: importlib.reload(tl).tree_stats(tree)",
-    "function copy": "import types\nSTATS = types.FunctionType(tl.tree_stats.__code__, tl.tree_stats.__globals__)",
-    "renamed code copy": ("import types\nSTATS = types.FunctionType(tl.tree_stats.__code__.replace(co_name='mine', "
-                          "co_qualname='mine'), tl.tree_stats.__globals__)"),
-    "source copy": ("import inspect\nspace = dict(tl.__dict__)\nexec(compile(inspect.getsource(tl.tree_stats), 'mine.py', "
+    "alias import": "from apr_mini.trace_trees import tree_stats as STATS",
+    "module-level binding": "STATS = tt.tree_stats",
+    "helper function": "def STATS(tree):\n    return tt.tree_stats(tree)",
+    "lambda": "STATS = lambda tree: tt.tree_stats(tree)",
+    "importlib and getattr": "import importlib\nSTATS = getattr(importlib.import_module('apr_mini.trace_trees'), 'tree_' + 'stats')",
+    "reload": "import importlib\nSTATS = lambda tree: importlib.reload(tt).tree_stats(tree)",
+    "function copy": "import types\nSTATS = types.FunctionType(tt.tree_stats.__code__, tt.tree_stats.__globals__)",
+    "renamed code copy": ("import types\nSTATS = types.FunctionType(tt.tree_stats.__code__.replace(co_name='mine', "
+                          "co_qualname='mine'), tt.tree_stats.__globals__)"),
+    "source copy": ("import inspect\nspace = dict(tt.__dict__)\nexec(compile(inspect.getsource(tt.tree_stats), 'mine.py', "
                     "'exec'), space)\nSTATS = space['tree_stats']"),
-    "module loaded from its file": ("import importlib.util\nspec = importlib.util.spec_from_file_location('copy_tl', tl.__file__)\n"
+    "module loaded from its file": ("import importlib.util\nspec = importlib.util.spec_from_file_location('copy_tt', tt.__file__)\n"
                                     "copy = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(copy)\n"
                                     "STATS = copy.tree_stats"),
-    "trace function switched off": "import sys\ntry:\n    sys.settrace(None)\nexcept Exception:\n    pass\nSTATS = tl.tree_stats",
+    "trace function switched off": "import sys\ntry:\n    sys.settrace(None)\nexcept Exception:\n    pass\nSTATS = tt.tree_stats",
     "trace function disarmed": ("import sys\nguard = sys.gettrace()\ntry:\n    guard.__defaults__ = (frozenset(), frozenset(), '', print)\n"
-                                "except Exception:\n    pass\nSTATS = tl.tree_stats"),
+                                "except Exception:\n    pass\nSTATS = tt.tree_stats"),
     "a thread without the trace": ("import threading\ndef STATS(tree):\n    box = []\n"
-                                   "    worker = threading.Thread(target=lambda: box.append(tl.tree_stats(tree)))\n"
+                                   "    worker = threading.Thread(target=lambda: box.append(tt.tree_stats(tree)))\n"
                                    "    worker.start(); worker.join()\n    return box[0]"),
     "a raw thread": ("import _thread, time\ndef STATS(tree):\n    box = []\n"
-                     "    _thread.start_new_thread(lambda: box.append(tl.tree_stats(tree)), ())\n"
+                     "    _thread.start_new_thread(lambda: box.append(tt.tree_stats(tree)), ())\n"
                      "    while not box:\n        time.sleep(0.001)\n    return box[0]"),
     "a subprocess": ("import json, subprocess, sys, types\ndef STATS(tree):\n    out = subprocess.run([sys.executable, '-c', "
-                     "'import json, sys; from apr_mini import trace_language as tl; s = tl.tree_stats(json.load(sys.stdin)); "
+                     "'import json, sys; from apr_mini import trace_trees as tt; s = tt.tree_stats(json.load(sys.stdin)); "
                      "print(json.dumps([s.total_tokens, s.longest_sequence, s.critical_path]))'], input=json.dumps(tree), "
                      "capture_output=True, text=True).stdout\n    t, l, c = json.loads(out)\n"
                      "    return types.SimpleNamespace(total_tokens=t, longest_sequence=l, critical_path=c)"),
-    "ctypes": "import ctypes\nctypes.pythonapi.PyEval_SetTrace(None, None)\nSTATS = tl.tree_stats",
+    "ctypes": "import ctypes\nctypes.pythonapi.PyEval_SetTrace(None, None)\nSTATS = tt.tree_stats",
     "the garbage collector": ("import gc\nSTATS = next(o for o in gc.get_objects() if getattr(o, '__name__', '') == 'tree_stats')"),
 }
 # cheats that do not call the reference but try to make wrong answers pass
 FAKES = {
     "monkeypatched oracle": ("def total_tokens(tree):\n    return 0\n\ndef longest_sequence(tree):\n    return 0\n\n"
                              "def critical_path(tree):\n    return 0\n\n"
-                             "tl.tree_stats = lambda tree, count=None: type('S', (), dict(total_tokens=0, "
+                             "tt.tree_stats = lambda tree, count=None: type('S', (), dict(total_tokens=0, "
                              "longest_sequence=0, critical_path=0))()"),
     "always-equal answers": ("class Same(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n\n"
                              "def total_tokens(tree):\n    return Same(0)\n\ndef longest_sequence(tree):\n    return Same(0)\n\n"
@@ -105,13 +105,14 @@ def test_the_solution_passes_every_part_and_a_regrade_agrees(scratch):
 @pytest.mark.parametrize("route", sorted(CHEATS))
 def test_reaching_the_reference_by_any_route_scores_zero(route, scratch):
     # the functions go in first: a cheat that fails leaves them without STATS, not the honest solution
-    got = scores(with_cell(BY_STATS, CHEATS[route]), scratch)
+    got = scores(with_cell(BY_STATS, "from apr_mini import trace_trees as tt\n" + CHEATS[route]), scratch)
     assert not any(passed for passed, _ in got.values()), f"{route}: {got}"
 
 
 @pytest.mark.parametrize("route", sorted(FAKES))
 def test_wrong_answers_dressed_as_right_ones_score_zero(route, scratch):
     cells = FAKES[route] if isinstance(FAKES[route], tuple) else (FAKES[route],)
+    cells = ("from apr_mini import trace_trees as tt",) + cells
     got = scores(with_cell(*cells), scratch)
     touched = [g for g in got if route != "the answers file read" or g == "test_critical_path"]
     if route == "blank later cells":

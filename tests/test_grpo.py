@@ -11,6 +11,7 @@ import torch
 
 from apr_mini import grpo, grpo_train
 from apr_mini import trace_language as tl
+from apr_mini import trace_trees as tt
 from apr_mini.config import GRPOConfig, UserFacingError, get_grpo_config, get_reproduce_config
 from apr_mini.countdown import problem_chunk
 from apr_mini.data import load_problems
@@ -101,7 +102,7 @@ def test_no_prompt_or_join_token_is_trained(nested_records, tokenizer):
     for index, record in enumerate(nested_records):
         rows = grpo.tree_rows(record["tree"], tokenizer, index)
         calls = grpo.tree_calls(record["tree"])
-        assert len(rows) == len(calls) == sum(len(t["main_calls"]) for t in tl.iter_threads(record["tree"]))
+        assert len(rows) == len(calls) == sum(len(t["main_calls"]) for t in tt.iter_threads(record["tree"]))
         for row, call in zip(rows, calls):
             prompt, completion = row.ids[:row.n_prompt], row.ids[row.n_prompt:]
             assert tokenizer.decode(prompt, skip_special_tokens=True) == call.given
@@ -116,7 +117,7 @@ def test_no_prompt_or_join_token_is_trained(nested_records, tokenizer):
             assert tokenizer.decode(completion) == call.generated
             assert tl.JOIN_OPEN not in call.generated  # the join text is given, never trained
         joins = [c for c in calls if tl.JOIN_OPEN in c.given]
-        assert len(joins) == sum(t["main_calls"].__len__() - 1 for t in tl.iter_threads(record["tree"]))
+        assert len(joins) == sum(t["main_calls"].__len__() - 1 for t in tt.iter_threads(record["tree"]))
 
 
 def test_one_advantage_broadcast_across_a_nested_tree(nested_records, tokenizer):

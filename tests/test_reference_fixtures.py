@@ -2,6 +2,8 @@
 
 from apr_mini import trace_language as tl
 
+from apr_mini import trace_trees as tt
+
 
 def test_fixture_has_spawns_and_failures(reference_cases):
     assert len(reference_cases) == 60
@@ -56,19 +58,19 @@ def test_root_prompt_matches_reference(reference_cases):
 def test_reference_trees_walk_and_split_into_sft_rows(reference_cases):
     for case in reference_cases:
         tree = case["trace_dict"]
-        stats = tl.tree_stats(tree)
-        sequences = list(tl.iter_sequences(tree))
+        stats = tt.tree_stats(tree)
+        sequences = list(tt.iter_sequences(tree))
         assert stats.longest_sequence == max(map(tl.count_tokens, sequences))
         assert stats.n_threads == 1 + sum(len(children) for children in tree["sub_calls"])
         assert stats.longest_sequence <= stats.critical_path <= stats.total_tokens
-        rows = tl.sft_rows(tree)
+        rows = tt.sft_rows(tree)
         assert len(rows) == len(sequences)
         assert sorted(r["prompt"] + r["completion"] for r in rows) == sorted(sequences)
 
 
 def test_tokenizer_pieces_round_trip(reference_cases):
     for case in reference_cases:
-        for text in [case["sosp_trace"], *tl.iter_sequences(case["trace_dict"])]:
+        for text in [case["sosp_trace"], *tt.iter_sequences(case["trace_dict"])]:
             pieces = tl.split_tokens(text)
             assert "".join(pieces) == text
             assert tl.count_tokens(text) == len(pieces)

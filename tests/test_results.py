@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from apr_mini import plots, results
+from apr_mini import claims, plots, results
 from apr_mini.config import get_reproduce_config
 from apr_mini.countdown import problem_chunk
 from apr_mini.demonstrations import sosp_trace
@@ -119,8 +119,8 @@ def test_summary_schema(tiny):
         assert point["latency_alone_s"] > 0 and point["floor_s"] > 0 and len(point["latency_rounds"]) == 2
     assert [row["claim"] for row in summary["claims"]["rows"]] == ["context"] * (len(config.windows) - 1) + ["compute", "latency"]
     assert "data/cpu-sosp" not in summary["missing"] and summary["missing"] == []
-    assert "| context |" in results.claims_markdown(summary)
-    assert (results.Path(config.out) / "claims.md").read_text() == results.claims_markdown(summary) + "\n"
+    assert "| context |" in claims.claims_markdown(summary)
+    assert (results.Path(config.out) / "claims.md").read_text() == claims.claims_markdown(summary) + "\n"
     assert set(summary["losses"]) == {"sosp_sft", "apr_sft"}  # one table per seed, every problem counted once
     for tables in summary["losses"].values():
         assert len(tables) == 1 and tables[0]["n"] == 4
@@ -132,7 +132,7 @@ def test_the_readme_claims_block_is_the_shipped_summary():
     readme = (root / "README.md").read_text()
     block = readme.split("<!-- claims table -->\n", 1)[1].split("\n<!-- /claims table -->", 1)[0]
     summary = json.loads((root / "data" / "results" / "summary.json").read_text())
-    assert block == results.claims_markdown(summary), "paste data/results/claims.md into the README's claims block"
+    assert block == claims.claims_markdown(summary), "paste data/results/claims.md into the README's claims block"
     images = re.findall(r"!\[[^\]]*\]\((data/results/[^)]+\.png)\)", readme)
     assert len(images) == 4 and all((root / image).stat().st_size > 10_000 for image in images)
 
@@ -165,7 +165,7 @@ def test_missing_checkpoints_are_reported_not_fatal(tmp_path):
                                   apr_budget=("data/no-such-model",), sosp_budget=(), ks=(1,), latency_rounds=1)
     summary = results.reproduce(config, progress=False, figures=False)
     assert summary["missing"] == ["data/no-such-model"]
-    assert results.claims_markdown(summary).endswith("Not evaluated: data/no-such-model.")
+    assert claims.claims_markdown(summary).endswith("Not evaluated: data/no-such-model.")
     assert not any(p["role"] == "apr_budget" for p in summary["compute"])
     with pytest.raises(results.UserFacingError, match="SFT models"):
         results.reproduce(get_reproduce_config("tiny", sosp_sft=("data/nothing",)), progress=False)
@@ -185,8 +185,8 @@ def test_the_latency_floor_counts_decoded_tokens_on_the_critical_path():
     child = lambda new: {"calls": [{"new_tokens": new}], "sub_calls": []}
     # the root decodes 10, waits for its slowest child (7 of 3 and 7), then decodes 4 more after the join
     tree = {"calls": [{"new_tokens": 10}, {"new_tokens": 4}], "sub_calls": [[child(3), child(7)]]}
-    assert results.decoded_path(tree) == 10 + 7 + 4
-    assert results.decoded_path(child(5)) == 5
+    assert claims.decoded_path(tree) == 10 + 7 + 4
+    assert claims.decoded_path(child(5)) == 5
 
 
 def test_rl_pairs_each_grpo_model_with_the_sft_seed_it_started_from(tmp_path):
@@ -201,8 +201,8 @@ def test_rl_pairs_each_grpo_model_with_the_sft_seed_it_started_from(tmp_path):
         (tmp_path / grpo / "metrics.json").write_text(json.dumps({"source_fingerprint": source}))
     models = {role: [str(tmp_path / c) if "grpo" in c else c for c in cs] for role, cs in models.items()}
     fingerprints.update({str(tmp_path / c): f for c, f in fingerprints.items() if "grpo" in c})
-    assert results.grpo_pairs(models, fingerprints, "sosp") == [(1, 0)]
-    assert results.grpo_pairs(models, fingerprints, "apr") == []
+    assert claims.grpo_pairs(models, fingerprints, "sosp") == [(1, 0)]
+    assert claims.grpo_pairs(models, fingerprints, "apr") == []
 
     def write(role, seed, verified, tokens):
         run = results.Run(role, seed, f"window-{config.windows[-1]}", None, len(verified))
@@ -216,7 +216,8 @@ def test_rl_pairs_each_grpo_model_with_the_sft_seed_it_started_from(tmp_path):
 
     runs = [write("sosp_sft", 0, [1] * 20, 100), write("sosp_sft", 1, ([0] * 5 + [1] * 5) * 2, 100),
             write("sosp_grpo", 0, ([1] * 3 + [0] * 2 + [1] * 5) * 2, 90)]  # 6 problems gained, none lost
-    rl = results._rl(config, runs, models, fingerprints)
+    rl = claims._rl(config, lambda role, seed, name: results.load_records(config, results._find(runs, role, seed, name)),
+                    models, fingerprints)
     assert set(rl) == {"sosp"}  # seed 0's SFT model (all solved) is not what the GRPO run started from
     accuracy = rl["sosp"]["accuracy"]
     assert (accuracy["before"], accuracy["after"], accuracy["difference"], accuracy["pairs"]) == (0.5, 0.8, 0.3, 1)

@@ -1,6 +1,8 @@
 import pytest
 
 from apr_mini import trace_language as tl
+
+from apr_mini import trace_trees as tt
 from apr_mini.models import MODEL_PRESETS, build_model, preset_table
 from apr_mini.tokenizer import BOS, build_tokenizer, load_tokenizer, save_tokenizer
 
@@ -12,7 +14,7 @@ def tokenizer():
 
 def test_round_trip_is_exact_on_every_reference_trace(tokenizer, reference_cases):
     for case in reference_cases:
-        for text in [case["sosp_trace"], *tl.iter_sequences(case["trace_dict"])]:
+        for text in [case["sosp_trace"], *tt.iter_sequences(case["trace_dict"])]:
             ids = tokenizer(text)["input_ids"]
             assert ids[0] == tokenizer.bos_token_id
             assert len(ids) - 1 == tl.count_tokens(text)  # the tokenizer and the trace metrics agree

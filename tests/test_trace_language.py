@@ -1,6 +1,8 @@
 import pytest
 
 from apr_mini import trace_language as tl
+
+from apr_mini import trace_trees as tt
 from apr_mini.countdown import Step
 
 PARENT = """Moving to Node #0
@@ -94,13 +96,13 @@ def test_tree_stats_counts_parallel_children_once_on_the_critical_path():
     tree = {"main_calls": [PARENT + "\n", joined + "No solution found.\n"],
             "sub_calls": [[{"main_calls": [CHILD_0]}, {"main_calls": [child_1]}]]}
     n = tl.count_tokens
-    stats = tl.tree_stats(tree)
+    stats = tt.tree_stats(tree)
     new_after_join = n(joined + "No solution found.\n") - n(tl.parse_spawn(PARENT).before)
     assert stats.total_tokens == n(PARENT + "\n") + n(CHILD_0) + n(child_1) + new_after_join
     assert stats.critical_path == n(PARENT + "\n") + max(n(CHILD_0), n(child_1)) + new_after_join
     assert stats.longest_sequence == max(n(PARENT + "\n"), n(joined + "No solution found.\n"))
     assert (stats.n_threads, stats.n_spawns, stats.spawn_depth) == (3, 1, 1)
-    rows = tl.sft_rows(tree)
+    rows = tt.sft_rows(tree)
     assert rows[0]["prompt"] == tl.root_prompt(30, [94, 18, 89, 12])
     assert rows[1] == {"prompt": joined, "completion": "No solution found.\n"}
     assert rows[2]["prompt"].startswith("Moving to Node #0,0\n")

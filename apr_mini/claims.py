@@ -1,0 +1,320 @@
+"""The summary of a reproduction: figure points, the paper's three claims, RL before/after, losses.
+
+:func:`apr_mini.results.reproduce` runs the engine and hands this module the finished records;
+everything here is arithmetic on them, so it runs in a second on a records folder. Each figure point
+is an accuracy over problems and training seeds with a 95% bootstrap interval (:mod:`apr_mini.stats`),
+its mean costs, and each seed's per-problem outcomes as a 0/1 string, so a reader can recompute any
+statistic. Each claim sets APR against SoS+ with a paired bootstrap difference
+(:func:`apr_mini.stats.bootstrap_difference`); :func:`claims_markdown` writes the README's block.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from statistics import mean, median
+from typing import Callable
+
+from .attribution import loss_attribution
+from .config import ReproduceConfig
+from .inference import fits_window, problem_rows
+from .stats import bootstrap_difference, bootstrap_mean, paired_difference
+
+ROLES = ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo", "sosp_budget", "apr_budget")
+LABELS = {"sosp_sft": "SoS+", "apr_sft": "APR", "sosp_grpo": "SoS+ GRPO", "apr_grpo": "APR GRPO",
+          "sosp_budget": "SoS+ token budget", "apr_budget": "APR sub-call budget"}
+PAPER = {  # abstract and section 5: APR and SoS+ accuracy (%)
+    "context": {"setting": "4k-token context", "apr": 83.4, "sosp": 60.0},
+    "compute": {"setting": "20k total tokens", "apr": 80.1, "sosp": 66.6},
+    "latency": {"setting": "about 5,000 ms", "apr": 75.2, "sosp": 57.3},
+    "rl": {"before": 75.5, "after": 83.4, "children": 34.4, "longest_sequence": 22.1},
+    "compute_saving_vs_pass8": 57.4,
+}
+
+
+# one finished run's records, by (role, training seed, run name), e.g. ("apr_sft", 0, "window-512")
+Records = Callable[[str, int, str], list[dict]]
+
+COSTS = ("total_tokens", "longest_sequence", "critical_path", "children", "latency_s")
+
+
+def _bits(values) -> str:
+    return "".join("1" if v else "0" for v in values)
+
+
+def _point(config: ReproduceConfig, role: str, name: str, rows_per_seed: list[list[dict]], stat: str = "accuracy",
+           **info) -> dict:
+    """One figure point: accuracy over problems and seeds with its interval, mean costs, and each
+    seed's per-problem outcomes (a 0/1 string) so a reader can recompute any statistic."""
+    matrix = [[float(r[stat]) for r in rows] for rows in rows_per_seed]
+    stats = bootstrap_mean(matrix, config.bootstrap)
+    seed_costs = {c: [round(mean(r[c] for r in rows), 2) for rows in rows_per_seed]
+                  for c in COSTS if rows_per_seed[0] and c in rows_per_seed[0][0]}
+    return {"role": role, "label": LABELS[role], "method": role.split("_")[0], "name": name, "stat": stat, **info,
+            "accuracy": stats["mean"], "ci95": stats["ci95"], "seed_accuracies": stats["seeds"],
+            "seed_sd": stats["seed_sd"], "n": stats["n"], "seeds": len(matrix),
+            **{c: round(mean(values), 2) for c, values in seed_costs.items()}, "seed_costs": seed_costs,
+            "outcomes": [_bits(row) for row in matrix]}
+
+
+def _matrix(point: dict) -> list[list[int]]:
+    return [[int(c) for c in bits] for bits in point["outcomes"]]
+
+
+def _context_points(config, records: Records, models) -> tuple[list[dict], dict | None]:
+    points, check = [], None
+    full = config.windows[-1]
+    for role in ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo"):
+        seeds = range(len(models[role]))
+        if not models[role]:
+            continue
+        if role.startswith("sosp"):
+            per_seed = [records(role, s, f"window-{full}") for s in seeds]
+            for w in config.windows:
+                rows = [[{"accuracy": r["verified"] and fits_window(r, w)} for r in sorted(recs, key=lambda r: r["id"])]
+                        for recs in per_seed]
+                points.append(_point(config, role, f"window-{w}", rows, claim="context", window=w, derived=w != full))
+            if role == "sosp_sft":
+                window = config.derivation_window
+                real = records(role, 0, f"window-{window}")
+                derived = {r["id"]: bool(r["verified"] and fits_window(r, window)) for r in per_seed[0]}
+                agree = sum(derived[r["id"]] == bool(r["verified"]) for r in real)
+                check = {"window": window, "n": len(real), "agree": agree,
+                         "derived": round(mean(derived.values()), 4),
+                         "real": round(mean(float(r["verified"]) for r in real), 4)}
+        else:
+            for w in config.windows:
+                rows = [problem_rows(records(role, s, f"window-{w}")) for s in seeds]
+                points.append(_point(config, role, f"window-{w}", rows, claim="context", window=w, derived=False))
+    return points, check
+
+
+def _compute_points(config, records: Records, models) -> list[dict]:
+    points = []
+    for role in ("sosp_budget", "apr_budget"):
+        budgets = config.token_budgets if role == "sosp_budget" else config.sub_call_budgets
+        for budget in budgets if models[role] else ():
+            rows = [problem_rows(records(role, s, f"budget-{budget}"))
+                    for s in range(len(models[role]))]
+            points.append(_point(config, role, f"budget-{budget}", rows, claim="compute", budget=budget,
+                                 series=LABELS[role]))
+    for role in ("sosp_sft", "apr_sft"):
+        seeds = [s for s in range(min(config.sample_seeds, len(models[role])))]
+        if not seeds or max(config.ks) == 1:
+            continue
+        sampled = [records(role, s, f"samples-{max(config.ks)}") for s in seeds]
+        stats = [("pass_at_n", "pass@k"), ("majority", "majority@k")] if role == "sosp_sft" else [("majority", "majority@k")]
+        for stat, series in stats:
+            for k in config.ks:
+                rows = [problem_rows([r for r in recs if r["sample"] < k]) for recs in sampled]
+                points.append(_point(config, role, f"{series.replace('k', str(k))}", rows, stat, claim="compute",
+                                     k=k, series=f"{LABELS[role]} {series}"))
+    for role in ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo"):
+        if models[role]:
+            rows = [problem_rows(records(role, s, f"window-{config.windows[-1]}"))
+                    for s in range(len(models[role]))]
+            points.append(_point(config, role, "greedy", rows, claim="compute", series=f"{LABELS[role]} greedy"))
+    return points
+
+
+def decoded_path(tree: dict, start: int = 0) -> int:
+    """The critical path counted in decoded tokens only (each call's ``new_tokens``; prompts and joins
+    are prefilled in one pass, not decoded one by one): the decoding steps no engine can avoid."""
+    clock, subs = start, tree.get("sub_calls", [])
+    for k, call in enumerate(tree.get("calls", [])):
+        clock += call.get("new_tokens", 0)
+        if k < len(subs):
+            clock = max([clock] + [decoded_path(child, clock) for child in subs[k]])
+    return clock
+
+
+def _latency_points(config, records: Records, timed) -> list[dict]:
+    """Median over rounds of each point's mean latency, and the critical-path floor."""
+    rounds = {}
+    for run in timed:
+        rounds.setdefault(int(run.name.split("-")[1][1:]), []).append(run)
+    per_token = []
+    for round_runs in rounds.values():  # single-stream seconds per decoded token: a SoS+ search alone is one stream
+        sosp = [r for run in round_runs if run.method == "sosp" for r in records(run.role, run.seed, run.name)]
+        per_token.append(sum(r["metrics"]["latency_s"] for r in sosp) / max(1, sum(decoded_path(r["tree"]) for r in sosp)))
+    points = []
+    for run in [r for r in timed if r.name.startswith("latency-r0-")]:
+        base = run.name.split("-", 2)[2]
+        rounds_records = [records(run.role, run.seed, f"latency-r{k}-{base}") for k in rounds]
+        samples = [problem_rows(recs) for recs in rounds_records]
+        rows = problem_rows(records(run.role, 0, base))
+        floor = [mean(decoded_path(r["tree"]) for r in recs) * t for recs, t in zip(rounds_records, per_token)]
+        points.append(_point(config, run.role, base, [rows], claim="latency", series=LABELS[run.role],
+                             timed_problems=config.latency_problems,
+                             latency_alone_s=round(median(mean(r["latency_s"] for r in rs) for rs in samples), 4),
+                             latency_rounds=[round(mean(r["latency_s"] for r in rs), 4) for rs in samples],
+                             floor_s=round(median(floor), 4), seconds_per_token=round(median(per_token), 6)))
+    return points
+
+
+def grpo_pairs(models: dict[str, list[str]], fingerprints: dict[str, str], method: str) -> list[tuple[int, int]]:
+    """(SFT seed, GRPO seed) for each GRPO model whose ``metrics.json`` names, by fingerprint, the SFT
+    model it started from: RL's before/after compares each run with its own starting point."""
+    sft = [fingerprints[c] for c in models[f"{method}_sft"]]
+    pairs = []
+    for g, checkpoint in enumerate(models[f"{method}_grpo"]):
+        metrics = Path(checkpoint) / "metrics.json"
+        source = json.loads(metrics.read_text()).get("source_fingerprint") if metrics.exists() else None
+        if source in sft:
+            pairs.append((sft.index(source), g))
+    return pairs
+
+
+def _rl(config, records: Records, models, fingerprints) -> dict:
+    """RL before/after for each method: the per-problem differences of every (SFT, GRPO) pair, as a
+    seeds x problems matrix, so the interval resamples both problems and training seeds."""
+    out = {}
+    full = f"window-{config.windows[-1]}"
+    for method in ("sosp", "apr"):
+        pairs = grpo_pairs(models, fingerprints, method)
+        if not pairs:
+            continue
+        before = [records(f"{method}_sft", s, full) for s, _ in pairs]
+        after = [records(f"{method}_grpo", g, full) for _, g in pairs]
+        b = [problem_rows(seed_records) for seed_records in before]
+        a = [problem_rows(seed_records) for seed_records in after]
+        stats = bootstrap_mean([[float(y["accuracy"]) - float(x["accuracy"]) for x, y in zip(seed_b, seed_a)]
+                                for seed_b, seed_a in zip(b, a)], config.bootstrap)
+
+        def pooled(rows: list[list[dict]], c: str) -> float:
+            return mean(r[c] for seed_rows in rows for r in seed_rows)
+
+        def relative(c: str) -> float | None:  # None where there is nothing to compare (SoS+ has no children)
+            return round(100 * (pooled(a, c) / pooled(b, c) - 1), 1) if pooled(b, c) else None
+
+        accuracy = {"before": round(pooled(b, "accuracy"), 4), "after": round(pooled(a, "accuracy"), 4),
+                    "difference": stats["mean"], "ci95": stats["ci95"], "n": stats["n"], "pairs": len(pairs),
+                    "seed_differences": stats["seeds"], "seed_sd": stats["seed_sd"],
+                    "within_noise": stats["ci95"][0] <= 0 <= stats["ci95"][1]}
+        out[method] = {"accuracy": accuracy,
+                       "relative_change_percent": {c: relative(c) for c in ("children", "longest_sequence", "total_tokens")},
+                       "per_seed": [{"sft": models[f"{method}_sft"][s], "grpo": models[f"{method}_grpo"][g],
+                                     **paired_difference(seed_before, seed_after)}
+                                    for (s, g), seed_before, seed_after in zip(pairs, before, after)]}
+    return out
+
+
+def _side(point: dict | None) -> dict | None:
+    keys = ("label", "name", "accuracy", "ci95", "seeds", "n", "total_tokens", "latency_alone_s")
+    return {k: point[k] for k in keys if k in point} if point else None
+
+
+def _claim(config, claim: str, setting: str, apr: dict | None, sosp: dict | None) -> dict:
+    row = {"claim": claim, "setting": setting, "paper": PAPER.get(claim), "apr": _side(apr), "sosp": _side(sosp)}
+    if apr and sosp:
+        row["difference"] = bootstrap_difference(_matrix(apr), _matrix(sosp), config.bootstrap)
+        row["reproduces"] = row["difference"]["ci95"][0] > 0
+    return row
+
+
+def _best(points: list[dict], method: str, key: str, limit: float) -> dict | None:
+    fitting = [p for p in points if p["method"] == method and p.get(key) is not None and p[key] <= limit]
+    return max(fitting, key=lambda p: (p["accuracy"], -p[key]), default=None)
+
+
+def claims(config: ReproduceConfig, context: list[dict], compute: list[dict], latency: list[dict]) -> dict:
+    """The paper's three comparisons, APR against SoS+, each with a paired bootstrap difference."""
+    full = config.windows[-1]
+    at = {(p["role"], p["window"]): p for p in context}
+    # every window but the smallest (where neither method has room to finish): the models' own last
+    rows = [_claim(config, "context", f"{window}-token context window" + (" (the models' own)" if window == full else "")
+                   + f", after {stage}", at.get((f"apr_{role}", window)), at.get((f"sosp_{role}", window)))
+            for stage, role in (("SFT", "sft"), ("GRPO", "grpo")) for window in config.windows[1:]
+            if (f"apr_{role}", window) in at and (f"sosp_{role}", window) in at]
+    budget = 5 * full  # the paper compares at 20k total tokens, five times its 4k context
+    # pass@k needs the verifier at test time (an oracle), so it is not a method the claim compares;
+    # compute_saving sets APR against it, as the paper does with pass@8
+    deployable = [p for p in compute if p["stat"] != "pass_at_n"]
+    rows.append(_claim(config, "compute", f"at most {budget:,} total tokens per problem (5x the context; no oracle)",
+                       _best(deployable, "apr", "total_tokens", budget), _best(deployable, "sosp", "total_tokens", budget)))
+    sosp_greedy = next((p for p in latency if p["role"] == "sosp_sft"), None)
+    if sosp_greedy:
+        limit = sosp_greedy["latency_alone_s"]
+        rows.append(_claim(config, "latency", f"at most {limit:.2f} s per problem (SoS+'s greedy latency)",
+                           _best(latency, "apr", "latency_alone_s", limit), _best(latency, "sosp", "latency_alone_s", limit)))
+    return {"rows": rows, "compute_saving": compute_saving(compute, max(config.ks))}
+
+
+def compute_saving(compute: list[dict], k: int) -> dict | None:
+    """The paper's check: at SoS+ pass@k's accuracy, how much less compute APR needs (the cheapest
+    measured APR point at least as accurate); the paper reports 57.4% less at k = 8."""
+    target = next((p for p in compute if p["role"] == "sosp_sft" and p["stat"] == "pass_at_n" and p["k"] == k), None)
+    if target is None:
+        return None
+    reaching = [p for p in compute if p["method"] == "apr" and p["accuracy"] >= target["accuracy"] > 0]
+    cheapest = min(reaching, key=lambda p: p["total_tokens"], default=None)
+    best = max((p for p in compute if p["method"] == "apr"), key=lambda p: p["accuracy"], default=None)
+    return {"k": k, "sosp_pass_at_k": _side(target), "apr_point": _side(cheapest),
+            "saving_percent": round(100 * (1 - cheapest["total_tokens"] / target["total_tokens"]), 1) if cheapest else None,
+            "apr_best": _side(best)}
+
+
+def _losses(config, records: Records, models) -> dict:
+    """Where each model loses at the models' own window (:func:`apr_mini.attribution.loss_attribution`),
+    one table per training seed."""
+    full = f"window-{config.windows[-1]}"
+    return {role: [loss_attribution(records(role, s, full)) for s in range(len(seeds))]
+            for role, seeds in models.items() if seeds and not role.endswith("_budget")}
+
+
+def summarize_reproduction(config: ReproduceConfig, models: dict[str, list[str]], fingerprints: dict[str, str],
+                           missing: list[str], records: Records, timed: list, command: str = "") -> dict:
+    """``summary.json``: every figure point, the claims, RL before/after and the losses, from the
+    finished runs' records (``timed``: the latency rounds' runs, each with ``role``, ``seed``, ``name``
+    and ``method``; empty when they were left out)."""
+    context, check = _context_points(config, records, models)
+    compute = _compute_points(config, records, models)
+    latency = _latency_points(config, records, timed) if timed else []
+    return {
+        "command": command, "config": asdict(config),
+        "models": {role: [{"checkpoint": c, "fingerprint": fingerprints[c]} for c in cs]
+                   for role, cs in models.items()},
+        "missing": missing, "paper": PAPER,
+        "claims": claims(config, context, compute, latency), "derivation_check": check,
+        "rl": _rl(config, records, models, fingerprints), "context": context, "compute": compute, "latency": latency,
+        "losses": _losses(config, records, models),
+    }
+
+
+def saving_sentence(saving: dict) -> str:
+    """The paper's compute check (:func:`compute_saving`) in one sentence."""
+    target = saving["sosp_pass_at_k"]
+    reach = (f"APR reaches it with {saving['saving_percent']:.1f}% less compute ({saving['apr_point']['name']})"
+             if saving["apr_point"] else
+             f"no APR point reaches it; APR's best is {100 * saving['apr_best']['accuracy']:.1f}% ({saving['apr_best']['name']})")
+    return (f"SoS+ pass@{saving['k']}: {100 * target['accuracy']:.1f}% at {target['total_tokens']:,.0f} tokens per problem "
+            f"(an oracle: the verifier picks); {reach}. The paper: APR matches it with "
+            f"{PAPER['compute_saving_vs_pass8']}% less compute.")
+
+
+def claims_markdown(summary: dict) -> str:
+    """The README's block (also ``claims.md`` beside the summary): each claim, the paper's figures and
+    ours with 95% intervals; the paper's compute check; how many training seeds each role had, and
+    which configured models were not evaluated (absent, or a GRPO run that collapsed)."""
+    def pct(side):
+        if not side:
+            return "not measured"
+        low, high = side["ci95"]
+        return f"{100 * side['accuracy']:.1f}% ({100 * low:.1f}-{100 * high:.1f}), {side['label']}, {side['seeds']} seed(s)"
+
+    lines = ["| claim | paper: APR / SoS+ | setting here | APR (95% CI) | SoS+ (95% CI) | APR - SoS+ (95% CI) |",
+             "|---|---|---|---|---|---|"]
+    for row in summary["claims"]["rows"]:
+        paper = f"{row['paper']['apr']}% / {row['paper']['sosp']}% ({row['paper']['setting']})"
+        diff = row.get("difference")
+        gap = (f"{100 * diff['difference']:+.1f} ({100 * diff['ci95'][0]:+.1f} to {100 * diff['ci95'][1]:+.1f})"
+               + (", within noise" if diff["within_noise"] else "")) if diff else "n/a"
+        lines.append(f"| {row['claim']} | {paper} | {row['setting']} | {pct(row['apr'])} | {pct(row['sosp'])} | {gap} |")
+    if summary["claims"]["compute_saving"]:
+        lines += ["", saving_sentence(summary["claims"]["compute_saving"])]
+    seeds = ", ".join(f"{role.replace('_', ' ')} {len(entries)}" for role, entries in summary["models"].items())
+    lines += ["", f"Training seeds evaluated: {seeds}."]
+    if summary["missing"]:
+        lines.append(f"Not evaluated: {'; '.join(summary['missing'])}.")
+    return "\n".join(lines)
