@@ -118,7 +118,7 @@ PROFILES: dict[str, Profile] = {
         data=DataConfig(n_train=1500, n_val=200, traces_per_problem=16),
     ),
     # One free cloud GPU (APR_PROFILE=t4): 4 numbers instead of 3, so the searches are long enough that
-    # SoS+ runs out of a 1,536-token context while APR's threads fit (benchmarks/gpu_check.sh; README)
+    # SoS+ runs out of a 1,536-token context while APR's threads fit (benchmarks/gpu_check.sh; docs/engine.md)
     "t4": Profile(
         name="t4",
         task=TaskConfig(n_numbers=4, min_number=1, max_number=12, min_target=10, max_target=36),
@@ -212,7 +212,7 @@ GRPO_PRESETS: dict[str, GRPOConfig] = {
     "cpu4": GRPOConfig(learning_rate=1e-4, max_steps=60, problems_per_step=16, num_generations=8, beta=0.04,
                        eval_steps=10, eval_problems=100, block_tokens=8192),
     # one T4: 16 problems x 8 trees a step, beta 0.04 (what held the cpu APR run), 30 steps (estimated at about
-    # 15 minutes; README, "On GPUs")
+    # 15 minutes; docs/engine.md, "On GPUs")
     "t4": GRPOConfig(learning_rate=5e-5, max_steps=30, problems_per_step=16, num_generations=8, beta=0.04,
                      eval_steps=10, eval_problems=200, block_tokens=8192),
     "gpu": GRPOConfig(),

@@ -3,7 +3,7 @@
 Every point runs ``apr_mini.grpo_train.train`` from a shipped SFT model (``data/cpu-apr`` or
 ``data/cpu-sosp``) with the ``cpu`` GRPO preset and one change: learning rate, reward, advantage
 rule. Each logs its curve (greedy accuracy on 100 held-out problems every 10 steps) to its run
-folder; the two shipped points are the README's commands, run with ``--ship``.
+folder; the two shipped points are docs/training.md's commands, run with ``--ship``.
 
 Run (a point resumes after a kill and is skipped once finished; a point takes 35-60 minutes on one
 thread, so run two processes side by side with different ``--points``)::
