@@ -158,6 +158,19 @@ def cmd_reproduce(args) -> None:
     from .claims import claims_markdown
     from .results import reproduce
 
+    if args.redraw:
+        import json
+
+        from .plots import write_claim_figures
+
+        out = Path(get_reproduce_config(args.profile, out=args.out).out)
+        if not (out / "summary.json").is_file():
+            raise UserFacingError(f"no {out}/summary.json to redraw: run reproduce without --redraw first")
+        summary = json.loads((out / "summary.json").read_text())
+        (out / "claims.md").write_text(claims_markdown(summary) + "\n")
+        write_claim_figures(summary, out)
+        print(f"redrew {out}/claims.md and the figures from {out}/summary.json")
+        return
     if args.threads:
         import torch
 
@@ -256,6 +269,8 @@ def register(sub) -> None:
     rep.add_argument("--threads", type=NON_NEGATIVE, default=0, help="torch threads (0: torch's default)")
     rep.add_argument("--no-latency", action="store_true", help="leave out the timed rounds (claim 3), which need "
                      "the machine to themselves; a later run without this flag adds them")
+    rep.add_argument("--redraw", action="store_true", help="only rewrite claims.md and the figures from the "
+                     "results folder's summary.json (no engine run)")
     rep.add_argument("--no-progress", action="store_true")
     rep.set_defaults(fn=cmd_reproduce)
     compare = sub.add_parser("compare", help="paired accuracy difference of two records files (infer or grpo --ship)")

@@ -10,37 +10,27 @@ import plotly.graph_objects as go
 METHOD_COLORS = {"SoS+": "#EF553B", "APR": "#636EFA"}
 
 
-def find_chromium() -> str | None:
-    """A headless-capable Chromium or Chrome (``$APR_CHROMIUM`` first), or None."""
-    import os
-    import shutil
+def find_browser() -> str | None:
+    """The Chrome or Chromium that kaleido will drive (``$BROWSER_PATH`` first, then the usual names on
+    ``PATH``), or None: without one, figures are HTML only."""
+    from choreographer.utils import get_browser_path
 
-    names = [os.environ.get("APR_CHROMIUM", ""), "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
-    return next((shutil.which(n) for n in names if n and shutil.which(n)), None)
+    return get_browser_path(["chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"])
 
 
-def write_png(figure: go.Figure, path: str | Path, width: int = 900, chromium: str | None = None) -> Path:
-    """Save ``figure`` as a PNG by screenshotting it in headless Chromium (a README shows images, not
-    plotly HTML; kaleido, plotly's own exporter, is not a dependency here). plotly.js is inlined, so
-    no network is needed."""
-    import subprocess
-    import tempfile
+def write_pngs(figures: dict[str | Path, go.Figure], width: int = 900) -> list[Path]:
+    """Save each figure as a PNG with kaleido, plotly's own static exporter, in one browser session.
+    kaleido drives the machine's Chrome or Chromium (:func:`find_browser`; on Debian ``apt install
+    chromium``). MathJax is off: kaleido would fetch it from a CDN, and no figure here uses LaTeX."""
+    import kaleido
 
-    chromium = chromium or find_chromium()
-    if chromium is None:
-        raise FileNotFoundError("no Chromium found to draw PNGs: install chromium or set APR_CHROMIUM")
-    path = Path(path).resolve()
-    height = figure.layout.height or 450
-    with tempfile.TemporaryDirectory() as tmp:
-        page = Path(tmp) / "figure.html"
-        figure.write_html(page, include_plotlyjs=True, config={"staticPlot": True}, default_width=width,
-                          default_height=height)
-        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        f"--user-data-dir={tmp}", f"--window-size={width},{height}", f"--screenshot={path}",
-                        page.as_uri()], check=True, capture_output=True, timeout=120)
-    if not path.exists():
-        raise RuntimeError(f"Chromium wrote no screenshot to {path}")
-    return path
+    if find_browser() is None:
+        raise FileNotFoundError("no Chrome or Chromium found to draw PNGs: install chromium or set BROWSER_PATH")
+    jobs = [{"fig": figure, "path": str(Path(path).resolve()),
+             "opts": {"format": "png", "width": width, "height": figure.layout.height or 450}}
+            for path, figure in figures.items()]
+    kaleido.write_fig_from_object_sync(jobs, kopts={"mathjax": False})
+    return [Path(job["path"]) for job in jobs]
 
 
 def method_color(name: str) -> str | None:
@@ -308,19 +298,20 @@ def claim_figures(summary: dict) -> dict[str, go.Figure]:
 
 
 def write_claim_figures(summary: dict, out: Path) -> None:
-    """Each of :func:`claim_figures` as HTML (interactive) and, where Chromium can draw it, as PNG
+    """Each of :func:`claim_figures` as HTML (interactive) and, where a browser can draw it, as PNG
     (for the README). A PNG that cannot be redrawn is removed: one from an older summary would
     contradict this one."""
-    import subprocess
     import warnings
 
-    chromium = find_chromium()
-    for name, figure in claim_figures(summary).items():
-        figure.write_html(out / f"{name}.html", include_plotlyjs="cdn")
-        png = out / f"{name}.png"
-        png.unlink(missing_ok=True)
-        try:
-            if chromium:
-                write_png(figure, png, chromium=chromium)
-        except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-            warnings.warn(f"{png} not drawn ({err}); the HTML figure is there")
+    figures = claim_figures(summary)
+    for name, figure in figures.items():
+        figure.write_html(out / f"{name}.html", include_plotlyjs="cdn", div_id=name)  # a fixed id: the same summary, the same file
+        (out / f"{name}.png").unlink(missing_ok=True)
+    if find_browser() is None:
+        return
+    try:
+        write_pngs({out / f"{name}.png": figure for name, figure in figures.items()})
+    except Exception as err:  # kaleido's and the browser's own errors: the HTML figures stand
+        for name in figures:
+            (out / f"{name}.png").unlink(missing_ok=True)
+        warnings.warn(f"the PNG figures in {out} were not drawn ({type(err).__name__}: {err}); the HTML ones are there")

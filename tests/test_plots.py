@@ -50,8 +50,8 @@ def test_on_colab_the_figures_use_plotlys_colab_renderer(monkeypatch):
 def test_claim_figures_are_written_as_html_and_a_stale_png_is_removed_when_none_can_be_drawn(tmp_path, monkeypatch):
     summary = json.loads((Path(__file__).resolve().parent.parent / "data" / "results" / "summary.json").read_text())
     (tmp_path / "context.png").write_bytes(b"a figure of an older summary")
-    monkeypatch.setattr(plots, "find_chromium", lambda: None)
+    monkeypatch.setattr(plots, "find_browser", lambda: None)
     plots.write_claim_figures(summary, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["budgets.html", "compute.html", "context.html", "latency.html"]
-    with pytest.raises(FileNotFoundError, match="no Chromium"):
-        plots.write_png(plots.claim_figures(summary)["context"], tmp_path / "x.png")
+    with pytest.raises(FileNotFoundError, match="no Chrome or Chromium"):
+        plots.write_pngs({tmp_path / "x.png": plots.claim_figures(summary)["context"]})

@@ -101,7 +101,7 @@ def test_summary_schema(tiny):
     assert json.loads((results.Path(config.out) / "summary.json").read_text())["command"] == "test"
     for name in ("context", "compute", "latency", "budgets"):
         assert (results.Path(config.out) / f"{name}.html").exists()
-        if plots.find_chromium():
+        if plots.find_browser():
             assert (results.Path(config.out) / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for point in summary["context"] + summary["compute"] + summary["latency"]:
         assert {"role", "label", "method", "name", "stat", "accuracy", "ci95", "seed_accuracies", "n", "seeds",
@@ -224,3 +224,16 @@ def test_rl_pairs_each_grpo_model_with_the_sft_seed_it_started_from(tmp_path):
     assert accuracy["ci95"][0] > 0 and not accuracy["within_noise"]
     assert rl["sosp"]["relative_change_percent"] == {"children": None, "longest_sequence": -10.0, "total_tokens": -10.0}
     assert rl["sosp"]["per_seed"][0]["gained"] == 6 and rl["sosp"]["per_seed"][0]["lost"] == 0
+
+
+def test_redraw_rewrites_the_block_and_figures_from_the_summary_alone(tmp_path, capsys):
+    from apr_mini.__main__ import main
+
+    summary = json.loads((results.Path(__file__).resolve().parent.parent / "data" / "results" / "summary.json").read_text())
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    main(["reproduce", "--profile", "tiny", "--out", str(tmp_path), "--redraw"])
+    assert (tmp_path / "claims.md").read_text() == claims.claims_markdown(summary) + "\n"
+    assert {"context.html", "compute.html", "latency.html", "budgets.html"} <= {p.name for p in tmp_path.iterdir()}
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--profile", "tiny", "--out", str(tmp_path / "empty"), "--redraw"])
+    assert "summary.json to redraw" in capsys.readouterr().err
