@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROFILE ?= cpu
 EXTRAS ?= cpu,dev,lab
 
-.PHONY: setup demo test test-fast reproduce assignments bench bench-engine bench-grpo bench-parsing lab clean
+.PHONY: setup demo test test-fast reproduce assignments notebooks bench bench-engine bench-grpo bench-parsing lab clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ reproduce: setup
 # The student versions of the course assignments (assignments/release/), made by nbgrader from assignments/source/
 assignments: setup
 	$(BIN)/python -m apr_mini assignments generate
+
+# Every lesson run under cpu, its outputs (figures as PNG) stored so that it reads without running
+notebooks: setup
+	$(BIN)/python -m apr_mini notebooks
 
 bench: setup
 	$(BIN)/python benchmarks/bench_demonstrations.py

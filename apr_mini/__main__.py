@@ -1,4 +1,4 @@
-"""Command line: ``python -m apr_mini {data,lengths,demo,sft,evaluate,infer,grpo,reproduce,assignments,colab,compare,solve} --help`` (also installed as ``apr-mini``).
+"""Command line: ``python -m apr_mini {data,lengths,demo,sft,evaluate,infer,grpo,reproduce,assignments,colab,compare,notebooks,solve} --help`` (also installed as ``apr-mini``).
 
 - ``data``: write a profile's problems, demonstrations and SFT rows (JSONL) with a manifest;
 - ``lengths``: the share of SoS+ and APR training rows that overflow each context window;
@@ -11,6 +11,7 @@
 - ``assignments``: the course's graded assignments (nbgrader): student versions and grading;
 - ``colab``: the setup cell that opens every notebook on Colab, and the links to them;
 - ``compare``: the paired accuracy difference of two runs' records on the same problems;
+- ``notebooks``: run the lessons under ``cpu`` and store their outputs (figures as PNG), readable without running;
 - ``solve``: solve one Countdown problem exactly, e.g. ``python -m apr_mini solve 24 32 84 26 59``.
 
 The commands that run trained models (demo, infer, grpo, reproduce, compare) are :mod:`apr_mini.cli_run`'s;
@@ -154,6 +155,16 @@ def cmd_colab(args) -> None:
         print(f"[{path.stem}]({colab.course_link(path)})")
 
 
+def cmd_notebooks(args) -> None:
+    from . import notebook_outputs
+
+    paths = [p for p in notebook_outputs.lessons() if not args.only or p.name[:2] in args.only]
+    for path in paths:
+        size = notebook_outputs.render(path, profile=args.profile)
+        print(f"wrote {path.relative_to(notebook_outputs.REPO)} with its {args.profile} outputs ({size / 1e6:.2f} MB)",
+              flush=True)
+
+
 def cmd_solve(args) -> None:
     from .countdown import all_solutions
 
@@ -219,6 +230,11 @@ def main(argv=None) -> None:
     colab = sub.add_parser("colab", help="write the Colab setup cell into every notebook (from apr_mini.colab.REPO_URL) "
                                          "and print each notebook's Open-in-Colab link")
     colab.set_defaults(fn=cmd_colab)
+    books = sub.add_parser("notebooks", help="run every lesson under the cpu profile and store its outputs "
+                                             "(figures as PNG), so that it reads without running")
+    books.add_argument("only", nargs="*", help="number prefixes, e.g. 01 06 (default: all)")
+    books.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="whose data (default: cpu)")
+    books.set_defaults(fn=cmd_notebooks)
     solve = sub.add_parser("solve", help="solve one problem exactly")
     solve.add_argument("target", type=COUNT)
     solve.add_argument("numbers", type=NON_NEGATIVE, nargs="+")

@@ -335,13 +335,18 @@ def get_profile(name: str | None = None) -> Profile:
 # each output in its own frame, which plotly's own "colab" renderer is made for.
 NOTEBOOK_RENDERER = "plotly_mimetype+notebook"
 COLAB_RENDERER = "colab"
+# the committed outputs (apr_mini.notebook_outputs): PNGs, which GitHub shows without JavaScript
+STATIC_FIGURES_ENV = "APR_STATIC_FIGURES"
+STATIC_RENDERER = "png"
 
 
 def notebook_renderer() -> str:
-    """The plotly renderer for where this kernel runs: :data:`COLAB_RENDERER` on Colab, else
-    :data:`NOTEBOOK_RENDERER`."""
+    """The plotly renderer for where this kernel runs: :data:`STATIC_RENDERER` when
+    ``$APR_STATIC_FIGURES`` is set, :data:`COLAB_RENDERER` on Colab, else :data:`NOTEBOOK_RENDERER`."""
     import sys
 
+    if os.environ.get(STATIC_FIGURES_ENV):
+        return STATIC_RENDERER
     return COLAB_RENDERER if "google.colab" in sys.modules else NOTEBOOK_RENDERER
 
 
@@ -350,6 +355,13 @@ def use_notebook_renderer() -> None:
     import plotly.io as pio
 
     pio.renderers.default = notebook_renderer()
+    if pio.renderers.default == STATIC_RENDERER:
+        import kaleido
+
+        # one browser draws every figure of the notebook; MathJax would come from a CDN, and no figure needs it
+        pio.defaults.mathjax = None
+        pio.renderers[STATIC_RENDERER].width = 900
+        kaleido.start_sync_server(mathjax=False, silence_warnings=True)
 
 
 def print_environment(profile: Profile, packages=("torch", "transformers", "trl", "plotly", "ipywidgets")) -> None:

@@ -55,3 +55,10 @@ def test_claim_figures_are_written_as_html_and_a_stale_png_is_removed_when_none_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["budgets.html", "compute.html", "context.html", "latency.html"]
     with pytest.raises(FileNotFoundError, match="no Chrome or Chromium"):
         plots.write_pngs({tmp_path / "x.png": plots.claim_figures(summary)["context"]})
+
+
+def test_committed_outputs_render_figures_as_images(monkeypatch):
+    from apr_mini.config import STATIC_FIGURES_ENV, STATIC_RENDERER
+
+    monkeypatch.setenv(STATIC_FIGURES_ENV, "1")
+    assert notebook_renderer() == STATIC_RENDERER
