@@ -356,10 +356,13 @@ def use_notebook_renderer() -> None:
 
     pio.renderers.default = notebook_renderer()
     if pio.renderers.default == STATIC_RENDERER:
+        import warnings
+
         import kaleido
 
         # one browser draws every figure of the notebook; MathJax would come from a CDN, and no figure needs it
         pio.defaults.mathjax = None
+        warnings.filterwarnings("ignore", message="The kopts argument is ignored if using a server")
         pio.renderers[STATIC_RENDERER].width = 900
         kaleido.start_sync_server(mathjax=False, silence_warnings=True)
 
