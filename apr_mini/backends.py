@@ -36,6 +36,7 @@ class _Row:
     ids: list[int]              # every token fed or to be fed: the prompt, then the new tokens
     cached: int                 # prompt tokens whose KV came from the thread's previous call
     new: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)  # of each new token, under the sampling distribution
     generator: torch.Generator | None = None
 
     @property
@@ -60,6 +61,31 @@ def _stack_left_padded(parts: list[torch.Tensor | None], width: int, like: torch
         if part is not None:
             out[i, :, width - part.shape[2]:] = part[0]
     return out
+
+
+# The attention scores one prefill may hold per head (rows x new tokens x all columns). A batch padded
+# to its longest uncached prompt otherwise costs rows x that length squared: deep trees' evaluations
+# at a 1,536-token window peaked at 7.8 GB with 64 rows admitted at once.
+PREFILL_SCORES = 1 << 24
+
+
+def _prefill_groups(rows: list[_Row]) -> list[list[int]]:
+    """Indices of ``rows`` in prefill batches whose padded attention stays within
+    :data:`PREFILL_SCORES`: all in one batch, in order, when they fit; else sorted by uncached length
+    and cut greedily."""
+    def cost(group: list[int]) -> int:
+        new = max(len(rows[i].ids) - rows[i].cached for i in group)
+        return len(group) * new * (new + max(rows[i].cached for i in group))
+
+    everything = list(range(len(rows)))
+    if cost(everything) <= PREFILL_SCORES:
+        return [everything]
+    groups: list[list[int]] = [[]]
+    for i in sorted(everything, key=lambda i: len(rows[i].ids) - rows[i].cached):
+        if groups[-1] and cost(groups[-1] + [i]) > PREFILL_SCORES:
+            groups.append([])
+        groups[-1].append(i)
+    return groups
 
 
 class _SlotLayer(DynamicLayer):
@@ -137,18 +163,26 @@ class TransformersBackend:
         self.forward_calls += 1
         return out.logits[:, -1, :], cache.layers
 
-    def _sample(self, logits: torch.Tensor, rows: list[_Row]) -> list[int]:
+    def _sample(self, logits: torch.Tensor, rows: list[_Row]) -> None:
+        """Append each row's next token (greedy, or Gumbel-max at the request's temperature) and its
+        log-probability under the distribution it was drawn from (the model's own when greedy)."""
+        logits = logits.float()
+        temperatures = torch.tensor([r.request.temperature or 1.0 for r in rows], device=logits.device)
+        logps = (logits / temperatures[:, None]).log_softmax(-1)
         tokens = logits.argmax(-1).tolist()
         for i, row in enumerate(rows):
             if row.request.temperature > 0:
                 noise = torch.rand(logits.shape[-1], generator=row.generator).clamp_(1e-12, 1.0)
                 gumbel = -torch.log(-torch.log(noise)).to(logits.device)
-                tokens[i] = int((logits[i].float() / row.request.temperature + gumbel).argmax())
-        return tokens
+                tokens[i] = int((logits[i] / row.request.temperature + gumbel).argmax())
+        chosen = logps.gather(-1, torch.tensor(tokens, device=logits.device)[:, None]).squeeze(-1).tolist()
+        for row, token, logp in zip(rows, tokens, chosen):
+            row.new.append(token)
+            row.logprobs.append(logp)
 
     def _admit(self, requests: list[Request]) -> list[Completion]:
-        """Prefill the requests (after any cached prefix) as one left-padded batch, then write each
-        one's KV into a free row of the running batch."""
+        """Prefill the requests (after any cached prefix) as left-padded batches of bounded size (see
+        :func:`_prefill_groups`), then write each one's KV into a free row of the running batch."""
         rows, pasts = [], []
         for request in requests:
             ids = self.tokenizer(request.text)["input_ids"]
@@ -159,6 +193,13 @@ class TransformersBackend:
                 row.generator = torch.Generator().manual_seed(request.seed)
             rows.append(row)
             pasts.append([(k[:, :, :keep], v[:, :, :keep]) for k, v in cached_kv] if keep else None)
+        for group in _prefill_groups(rows):
+            self._prefill([rows[i] for i in group], [pasts[i] for i in group])
+        return self._collect()
+
+    def _prefill(self, rows: list[_Row], pasts: list) -> None:
+        """One left-padded prefill of ``rows`` (their cached prefixes in ``pasts``); each row's first
+        token is sampled and its KV moves into the running batch."""
         past_width = max(r.cached for r in rows)
         new_width = max(len(r.ids) - r.cached for r in rows)
         pad = self.tokenizer.pad_token_id
@@ -181,7 +222,7 @@ class TransformersBackend:
                     _stack_left_padded([p[layer][j] if p else None for p in pasts], past_width, k0) for j in (0, 1))
         mask = mask.to(self.device)
         logits, layers = self._forward(input_ids.to(self.device), mask, positions.to(self.device), layers)
-        tokens = self._sample(logits, rows)
+        self._sample(logits, rows)
         # every row's tokens move to its first columns: its valid (mask 1) columns first, in order
         first = len(self.rows)
         self._reserve(first + len(rows), mask.shape[1], like=layers[0].keys)
@@ -190,10 +231,7 @@ class TransformersBackend:
             index = order.expand(-1, keys.shape[1], -1, keys.shape[3])
             keys[first:first + len(rows), :, :mask.shape[1]] = layer.keys.gather(2, index)
             values[first:first + len(rows), :, :mask.shape[1]] = layer.values.gather(2, index)
-        for row, token in zip(rows, tokens):
-            row.new.append(token)
         self.rows += rows
-        return self._collect()
 
     def _reserve(self, rows: int, columns: int, like: torch.Tensor) -> None:
         """Grow the KV buffers (doubling, so copies are rare) to hold ``rows`` x ``columns``."""
@@ -223,8 +261,7 @@ class TransformersBackend:
         layers = [_SlotLayer(keys, values, row_index, columns, width) for keys, values in self.kv]
         next_tokens = torch.tensor([[r.new[-1]] for r in rows], device=self.device)
         logits, _ = self._forward(next_tokens, mask, columns[:, None], layers)
-        for row, token in zip(rows, self._sample(logits, rows)):
-            row.new.append(token)
+        self._sample(logits, rows)
         return self._collect()
 
     def _collect(self) -> list[Completion]:
@@ -253,4 +290,5 @@ class TransformersBackend:
                                            [(keys[i:i + 1, :, :n].clone(), values[i:i + 1, :, :n].clone())
                                             for keys, values in self.kv])
         return Completion(row.request.key, self.tokenizer.decode(new, skip_special_tokens=True), reason,
-                          len(row.ids), row.cached, len(row.new))
+                          len(row.ids), row.cached, len(row.new), token_ids=tuple(row.new),
+                          logprobs=tuple(row.logprobs))

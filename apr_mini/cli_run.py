@@ -104,7 +104,7 @@ def cmd_infer(args) -> None:
 def cmd_grpo(args) -> None:
     import torch
 
-    from . import grpo, grpo_train
+    from . import grpo_train, rollouts
     from .config import get_grpo_config
     from .data import load_problems
 
@@ -139,7 +139,7 @@ def cmd_grpo(args) -> None:
                            extra_args=["--attention-backend", "triton"]) as server:
             metrics = grpo_train.train(checkpoint, args.kind, train_problems, out, config, eval_problems=val, command=command,
                                  progress=not args.no_progress,
-                                 rollouts=grpo.ServerRollouts(server, Path(out).resolve() / "sync"))
+                                 rollouts=rollouts.ServerRollouts(server, Path(out).resolve() / "sync"))
     else:
         metrics = grpo_train.train(checkpoint, args.kind, train_problems, out, config, eval_problems=val, command=command,
                              progress=not args.no_progress)

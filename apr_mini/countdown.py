@@ -266,6 +266,16 @@ class Problem:
         return cls(tuple(int(x) for x in row["nums"]), int(row["target"]))
 
 
+def problem_space(task: TaskConfig) -> list[Problem]:
+    """Every distinct solvable problem of a task (sorted numbers and a target): what its train,
+    validation and test splits are drawn from, without replacement."""
+    from itertools import combinations_with_replacement
+
+    numbers = range(task.min_number, task.max_number + 1)
+    return [Problem(nums, target) for nums in combinations_with_replacement(numbers, task.n_numbers)
+            for target in range(task.min_target, task.max_target + 1) if _reach(nums, target)]
+
+
 def random_problem(task: TaskConfig, rng: random.Random, max_tries: int = 10_000) -> Problem:
     """A solvable problem: draw the target, then draw numbers until the target is reachable."""
     target = rng.randint(task.min_target, task.max_target)

@@ -72,6 +72,10 @@ class Completion:
     cached_tokens: int = 0      # ... of which the backend did not have to prefill again
     new_tokens: int = 0
     error: str | None = None
+    # the ids the backend sampled (the stop token included: EOS or the spawn's closing marker) and
+    # each one's log-probability under the sampling distribution; empty where a backend has none
+    token_ids: tuple[int, ...] = ()
+    logprobs: tuple[float, ...] = ()
 
 
 class Backend(Protocol):
@@ -156,9 +160,10 @@ class Orchestrator:
     """Run many problems through one backend, every ready thread of every problem in one batch."""
 
     def __init__(self, backend: Backend, limits: Limits = Limits(), *, temperature: float = 0.0, seed: int = 0,
-                 prefix: str = ""):
+                 prefix: str = "", keep_tokens: bool = False):
         self.backend, self.limits = backend, limits
         self.temperature, self.seed, self.prefix = temperature, seed, prefix
+        self.keep_tokens = keep_tokens  # each call's sampled ids and log-probs in its stats (GRPO trains on them)
         self.context = limits.context or backend.context_window
         self.problem_budget = limits.max_problem_tokens or PROBLEM_BUDGET_PER_CONTEXT * self.context
 
@@ -244,6 +249,8 @@ class Orchestrator:
         call.update(seconds=round(time.perf_counter() - call.pop("submitted"), 6), reason=completion.reason,
                     prompt_tokens=completion.prompt_tokens, cached_tokens=completion.cached_tokens,
                     new_tokens=completion.new_tokens)
+        if self.keep_tokens and completion.token_ids:
+            call.update(token_ids=list(completion.token_ids), logprobs=list(completion.logprobs))
         if completion.reason == "error":
             thread.failure = f"backend error: {completion.error}"
         elif completion.reason == "length":

@@ -292,7 +292,7 @@ def _row_shapes(rng: random.Random) -> list:
 
 
 def _rows(shape) -> list:
-    from .grpo import Row
+    from .rollouts import Row
 
     return [Row(tree, "t", list(range(prompt + completion)), prompt) for tree, prompt, completion in shape]
 
@@ -343,7 +343,7 @@ def _step_cases(rng: random.Random) -> list:
     from .countdown import problem_chunk
     from .demonstrations import apr_tree
     from .engine import Limits, Orchestrator, ScriptedBackend, scripted_from_trees
-    from .grpo import tree_rows
+    from .rollouts import tree_rows
     from .models import load_model
     from .tokenizer import load_tokenizer
 

@@ -22,11 +22,11 @@ GRPO. A *tree* (one engine record: the root's calls, every child's calls, the jo
 Deviation from TRL: ``GRPOTrainer`` trains one (prompt, completion) row per episode, and a tree is
 several rows whose prompts depend on each other (a join rewrites the parent's context), so this is
 apr-mini's own small loop, with TRL's config names (:class:`apr_mini.config.GRPOConfig`). For a SoS+
-model (one row per tree) it computes TRL's loss exactly (``tests/test_grpo_trl.py``). Two smaller
-deviations: the completion is re-tokenized from its text (the sampled ids are not kept; the trace
-tokenizer splits text the way the model writes it, so this rarely differs), and a step's
-``old_per_token_logps`` are computed by the training forward pass itself when ``num_iterations=1``
-(as TRL does), so the ratio is 1 on the first pass.
+model (one row per tree) it computes TRL's loss exactly (``tests/test_grpo_trl.py``). As in TRL, a
+completion trains on the ids the sampler drew (:mod:`apr_mini.rollouts` keeps them in the record;
+only a server's text-only completions are re-tokenized), and a step's ``old_per_token_logps`` are
+computed by the training forward pass itself when ``num_iterations=1``, so the ratio is 1 on the
+first pass.
 
 A whole run (checkpoints, resume, curve, evaluation, collapse stop, shipping) is
 :mod:`apr_mini.grpo_train`; from the command line:
@@ -38,19 +38,14 @@ from __future__ import annotations
 import functools
 import random
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from statistics import mean
 
 import torch
 
-from . import trace_language as tl
-
-from . import trace_trees as tt
 from .config import GRPOConfig
 from .countdown import Problem
-from .engine import Limits, Orchestrator
-from .packing import pack_rows
+from .packing import block_logps, pack_rows
+from .rollouts import Row, rollout, rollout_seed, token_agreement, tree_rows
 
 
 # -- rewards: plain functions of an engine record ------------------------------------------------
@@ -86,6 +81,17 @@ def reward_function(config: GRPOConfig):
     return REWARDS[config.reward]
 
 
+def failure_counts(records: list[dict]) -> dict[str, int]:
+    """How many threads of the trees failed, by kind (the failure's text up to its first colon or
+    parenthesis: "malformed spawn", "context window full", ...)."""
+    counts: dict[str, int] = {}
+    for record in records:
+        for failure in record["metrics"]["failures"]:
+            kind = failure.split(":")[0].split(" (")[0].strip()
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
 def well_formed(record: dict) -> bool:
     """Every thread of the tree ended by itself (EOS or a parsed spawn), with no limit or format failure."""
     return not record["metrics"]["failures"]
@@ -113,57 +119,6 @@ def group_advantages(rewards: list[float], num_generations: int, scale_rewards: 
 
 
 # -- training rows -----------------------------------------------------------------------------
-
-@dataclass
-class Row:
-    """One call of one thread of one tree: ``ids`` = prompt (BOS included) + completion ids."""
-
-    tree: int
-    thread: str
-    ids: list[int]
-    n_prompt: int
-    advantage: float = 0.0
-    truncated: bool = False       # cut by the context or a limit (no EOS, no spawn marker)
-
-    @property
-    def n_completion(self) -> int:
-        return len(self.ids) - self.n_prompt
-
-
-@dataclass(frozen=True)
-class Call:
-    thread: str
-    given: str          # the prompt or join text the engine gave the model
-    generated: str      # what the model wrote
-    eos: bool           # ended with EOS (a spawn ends with its marker, in the text)
-    truncated: bool     # cut by the context or a limit
-
-
-def tree_calls(tree: dict) -> list[Call]:
-    """Every call of every thread of an engine tree; calls that generated nothing (refused before
-    decoding: no room left) are left out."""
-    calls = []
-    for thread in tt.iter_threads(tree):
-        stats = thread.get("calls", [])
-        for k, (given, generated) in enumerate(tt.thread_segments(thread)):
-            if generated and k < len(stats):
-                stopped = stats[k].get("reason") == "stop"
-                calls.append(Call(thread.get("thread", "root"), given, generated,
-                                  stopped and not tl.is_spawn(generated), not stopped))
-    return calls
-
-
-def tree_rows(tree: dict, tokenizer, index: int = 0) -> list[Row]:
-    """The training rows of one tree (see :class:`Row`): the prompt as the engine gave it to the model,
-    the completion as the model wrote it, plus EOS where the call ended with EOS."""
-    rows = []
-    for call in tree_calls(tree):
-        prompt = tokenizer(call.given)["input_ids"]
-        completion = tokenizer(call.generated, add_special_tokens=False)["input_ids"]
-        completion += [tokenizer.eos_token_id] if call.eos else []
-        rows.append(Row(index, call.thread, prompt + completion, len(prompt), truncated=call.truncated))
-    return rows
-
 
 def batch_rows(records: list[dict], signal: list[bool], tokenizer, threads: str = "all") -> list[Row]:
     """The rows of every tree whose group carries signal, each with its tree's ``advantage``
@@ -207,6 +162,8 @@ def token_weights(rows: list[Row], loss_type: str = "grpo", sequence_weighting: 
 
 # -- the loss ----------------------------------------------------------------------------------
 
+RARE_LOGP = -4.605  # log(0.01): a trained token the policy gave less than 1% is "rare"
+
 def per_token_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, *, epsilon: float = 0.2,
                    epsilon_high: float | None = None, beta: float = 0.0, ref_logps: torch.Tensor | None = None,
                    use_bias_correction_kl: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,26 +179,6 @@ def per_token_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: tor
         kl = torch.exp(delta) - delta - 1
         loss = loss + beta * (kl * ratio if use_bias_correction_kl else kl)
     return loss, kl
-
-
-def block_logps(model, rows: list[Row]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """One packed forward pass over ``rows``: each row's completion tokens' log-probabilities (with
-    grad if enabled) and entropies (detached)."""
-    device = next(model.parameters()).device
-    ids = torch.tensor([t for r in rows for t in r.ids], device=device)
-    positions = torch.cat([torch.arange(len(r.ids), device=device) for r in rows])
-    logits = model(input_ids=ids[None], position_ids=positions[None], use_cache=False).logits[0].float()
-    logp_all = logits[:-1].log_softmax(-1)  # position j predicts token j + 1
-    next_logps = logp_all.gather(-1, ids[1:, None]).squeeze(-1)
-    logps, entropies, start = [], [], 0
-    for r in rows:
-        a, b = start + r.n_prompt - 1, start + len(r.ids) - 1
-        logps.append(next_logps[a:b])
-        with torch.no_grad():
-            p = logp_all[a:b].exp()
-            entropies.append(-(p * logp_all[a:b]).sum(-1))
-        start += len(r.ids)
-    return logps, entropies
 
 
 def reference_logps(model, rows: list[Row], blocks: list[list[int]], config: GRPOConfig, ref_model=None) -> dict:
@@ -261,10 +198,14 @@ def reference_logps(model, rows: list[Row], blocks: list[list[int]], config: GRP
 def backward_loss(model, rows: list[Row], weights: list[float], blocks: list[list[int]], fixed: dict,
                   config: GRPOConfig) -> dict:
     """One pass over the packed blocks: the weighted loss of every completion token, backpropagated
-    block by block (gradients add up). Returns the loss and the KL, entropy and clipped share per token."""
+    block by block (gradients add up). Returns the loss and, per trained token, the KL, entropy and
+    clipped share; the lowest log-probability of a trained token and the share below ``log(0.01)``
+    (rare tokens carry most of a peaked policy's gradient); and the largest gap between the trained
+    log-probability and the sampler's (``sampler_gap``, the rollout's numerics against training's)."""
     device = next(model.parameters()).device
     high = 1 + (config.epsilon if config.epsilon_high is None else config.epsilon_high)
-    total = kl_sum = entropy_sum = clipped = tokens = 0.0
+    total = kl_sum = entropy_sum = clipped = tokens = rare = gap = 0.0
+    lowest = 0.0
     for block in blocks:
         logps, entropies = block_logps(model, [rows[i] for i in block])
         block_loss = torch.zeros((), device=device)
@@ -283,11 +224,18 @@ def backward_loss(model, rows: list[Row], weights: list[float], blocks: list[lis
                 kl_sum += float(kl.sum())
                 entropy_sum += float(entropy.sum())
                 tokens += lp.numel()
+                if lp.numel():
+                    lowest = min(lowest, float(lp.min()))
+                    rare += float((lp < RARE_LOGP).sum())
+                if rows[i].sampled_logps is not None and config.temperature == 1.0:
+                    sampled = torch.tensor(rows[i].sampled_logps, device=device)
+                    gap = max(gap, float((lp - sampled).abs().max()))
         if block_loss.requires_grad:
             block_loss.backward()
         total += block_loss.item()
     n = max(1.0, tokens)
-    return {"loss": total, "kl": kl_sum / n, "entropy": entropy_sum / n, "clipped": clipped / n}
+    return {"loss": total, "kl": kl_sum / n, "entropy": entropy_sum / n, "clipped": clipped / n,
+            "min_logp": lowest, "rare_tokens": rare / n, "sampler_gap": gap}
 
 
 def optimize(model, optimizer, rows: list[Row], config: GRPOConfig, *, ref_model=None,
@@ -296,7 +244,8 @@ def optimize(model, optimizer, rows: list[Row], config: GRPOConfig, *, ref_model
     Returns the last pass's loss, KL, entropy, clipped share and grad norm. The model trains in
     packed blocks of at most ``config.block_tokens`` tokens (a longer row gets its own block)."""
     if not rows:
-        return {"loss": None, "kl": None, "entropy": None, "clipped": None, "grad_norm": None}
+        return dict.fromkeys(("loss", "kl", "entropy", "clipped", "min_logp", "rare_tokens", "sampler_gap",
+                              "grad_norm"))
     model.train()  # the packed attention applies in training mode; the small Llamas have no dropout
     weights = token_weights(rows, config.loss_type, config.sequence_weighting, max_completion_length)
     blocks = pack_rows([len(r.ids) for r in rows], config.block_tokens)
@@ -307,63 +256,6 @@ def optimize(model, optimizer, rows: list[Row], config: GRPOConfig, *, ref_model
         stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm))
         optimizer.step()
     return stats
-
-
-# -- rollouts ----------------------------------------------------------------------------------
-
-def rollout_seed(seed: int, step: int) -> int:
-    return seed * 1_000_003 + step
-
-
-class InProcessRollouts:
-    """Rollouts decoded by the training model itself, with the in-process continuous-batching
-    backend (CPU or one GPU): nothing to synchronise."""
-
-    def backend(self, model, tokenizer, max_batch: int):
-        from .backends import TransformersBackend
-
-        return TransformersBackend(model, tokenizer, max_batch=max_batch)
-
-
-class ServerRollouts:
-    """Rollouts on an inference server (:class:`apr_mini.serving.Server`) that loads the trained
-    weights before each step's rollouts: the paper's setup, where one GPU trains and one serves.
-    The weights go through ``sync_dir`` and SGLang's ``POST /update_weights_from_disk`` (``reload``
-    replaces that call, e.g. for a server without the endpoint)."""
-
-    def __init__(self, server, sync_dir: str | Path, reload=None):
-        self.server, self.sync_dir = server, Path(sync_dir)
-        self.reload = reload or self.update_weights_from_disk
-
-    def update_weights_from_disk(self, path: Path) -> None:
-        import httpx
-
-        answer = httpx.post(f"{self.server.base_url}/update_weights_from_disk", json={"model_path": str(path)},
-                            timeout=600)
-        if answer.status_code != 200 or not answer.json().get("success", True):
-            raise RuntimeError(f"the server did not load the new weights: {answer.status_code} {answer.text[:300]}")
-
-    def backend(self, model, tokenizer, max_batch: int):
-        model.save_pretrained(str(self.sync_dir))
-        tokenizer.save_pretrained(str(self.sync_dir))
-        self.reload(self.sync_dir)
-        return self.server.backend(concurrency=max_batch, context_window=int(model.config.max_position_embeddings))
-
-
-def rollout(model, tokenizer, problems: list[Problem], *, num_generations: int, kind: str, temperature: float = 1.0,
-            seed: int = 0, max_batch: int = 64, rollouts=None) -> list[dict]:
-    """``num_generations`` sampled trees per problem through the spawn/join engine (SoS+: spawning
-    forbidden), in order: the trees of problem 0, then of problem 1, ... ``rollouts`` says where
-    they are decoded (default :class:`InProcessRollouts`)."""
-    backend = (rollouts or InProcessRollouts()).backend(model, tokenizer, max_batch)
-    limits = Limits() if kind == "apr" else Limits(max_depth=0)
-    engine = Orchestrator(backend, limits, temperature=temperature, seed=seed)
-    jobs = [(i * num_generations + g, p) for i, p in enumerate(problems) for g in range(num_generations)]
-    try:
-        return sorted(engine.run(jobs, max_live=max(1, max_batch)), key=lambda r: r["id"])
-    finally:
-        if hasattr(backend, "close"):
-            backend.close()
 
 
 def step_problems(train_problems: list[Problem], config: GRPOConfig, step: int) -> list[Problem]:
@@ -392,6 +284,7 @@ def grpo_step(model, tokenizer, optimizer, problems: list[Problem], config: GRPO
     stats = optimize(model, optimizer, rows, config, ref_model=ref_model,
                      max_completion_length=config.max_completion_length or context)
     metrics = [r["metrics"] for r in records]
+    agreement = token_agreement(records, tokenizer)
     point = {
         "step": step, "reward": mean(rewards), "accuracy": mean(float(r["verified"]) for r in records),
         "children": mean(m["n_threads"] - 1 for m in metrics), "total_tokens": mean(m["total_tokens"] for m in metrics),
@@ -399,7 +292,11 @@ def grpo_step(model, tokenizer, optimizer, problems: list[Problem], config: GRPO
         "critical_path": mean(m["critical_path"] for m in metrics),
         "well_formed": mean(float(well_formed(r)) for r in records),
         "skipped_groups": signal.count(False), "groups": len(signal), "rows": len(rows),
-        "trained_tokens": sum(r.n_completion for r in rows), **stats,
+        "trained_tokens": sum(r.n_completion for r in rows),
+        "advantage_abs": mean([abs(r["advantage"]) for i, r in enumerate(records)
+                               if signal[i // config.num_generations]] or [0.0]),
+        "failures": failure_counts(records), "retokenized_differs": agreement["calls_that_differ"],
+        "special_tokens_sampled": sum(agreement["special_tokens_sampled"].values()), **stats,
         "rollout_s": round(rollout_s, 2), "train_s": round(time.perf_counter() - start, 2),
     }
     return point, records

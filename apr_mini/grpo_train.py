@@ -5,8 +5,11 @@ A run checkpoints every ``save_steps`` steps (model, optimizer, step, wall time 
 sessions) and resumes after a kill with the same random streams (a step's problems and sampling
 seeds come from (seed, step)), losing at most the step in progress. Every step appends a line to
 ``curve.jsonl``: reward, accuracy, children per tree, total tokens, longest sequence, critical path,
-share of well-formed trees, KL to the SFT model, entropy, skipped groups, seconds for rollouts and
-training; every ``eval_steps`` steps a greedy evaluation on held-out problems too.
+share of well-formed trees and the threads' failures by kind, KL to the SFT model, entropy, clipped
+share, grad norm, the lowest log-probability of a trained token and the share under 1%, the mean
+|advantage| of trained trees, how often the sampled ids differ from the re-tokenized text, skipped
+groups, seconds for rollouts and training; every ``eval_steps`` steps a greedy evaluation on
+held-out problems too.
 
 Run it: ``python -m apr_mini grpo --checkpoint data/cpu-apr --kind apr --ship data/cpu-apr-grpo``.
 """
@@ -55,7 +58,8 @@ def record_collapse(out: Path, *, command: str, source: str, kind: str, state: d
     (a seed of a recipe that failed), so its command, config and last steps are kept beside its curve
     and :func:`apr_mini.results.available_models` reports why the model is missing."""
     curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines() if line.strip()]
-    last = [{k: p.get(k) for k in ("step", "well_formed", "kl", "children", "longest_sequence", "reward")}
+    last = [{k: p.get(k) for k in ("step", "well_formed", "failures", "kl", "entropy", "grad_norm", "min_logp",
+                                   "rare_tokens", "children", "longest_sequence", "reward")}
             for p in curve[-5:]]
     record = {"command": command, "source": source, "source_fingerprint": state["source"], "kind": kind,
               "config": state["config"], "collapsed_at_step": state["step"], "trees": state["trees"],
@@ -81,7 +85,7 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
     (with a greedy ``eval`` on ``eval_problems`` every ``eval_steps`` steps). Stops with a
     :class:`~apr_mini.config.UserFacingError` when the policy collapses (fewer than
     ``min_well_formed`` of a step's trees end cleanly). ``rollouts``: where trees are decoded
-    (default in-process; :class:`~apr_mini.grpo.ServerRollouts` for SGLang on a second GPU)."""
+    (default in-process; :class:`~apr_mini.rollouts.ServerRollouts` for SGLang on a second GPU)."""
     from tqdm.auto import tqdm
 
     from .inference import checkpoint_fingerprint, evaluate_model

@@ -4,7 +4,8 @@
 Several rows (token sequences) are laid end to end in one block, with position ids that restart at
 0 at each row, so no compute is spent on padding. Inside a block, attention runs row by row
 (:func:`use_packed_attention`), so no token attends across rows. TRL's ``SFTTrainer`` builds such
-blocks itself (``packing_strategy="bfd"``); GRPO builds them with :func:`pack_rows`.
+blocks itself (``packing_strategy="bfd"``); GRPO builds them with :func:`pack_rows` and reads each
+row's log-probabilities from one packed pass with :func:`block_logps`.
 """
 
 from __future__ import annotations
@@ -54,3 +55,26 @@ def pack_rows(lengths: list[int], block_tokens: int) -> list[list[int]]:
             blocks[slot].append(i)
             room[slot] -= lengths[i]
     return blocks
+
+
+def block_logps(model, rows: list) -> tuple[list, list]:
+    """One packed forward pass over ``rows`` (each with ``ids`` and ``n_prompt``, the prompt's length):
+    each row's completion tokens' log-probabilities (with
+    grad if enabled) and entropies (detached)."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids = torch.tensor([t for r in rows for t in r.ids], device=device)
+    positions = torch.cat([torch.arange(len(r.ids), device=device) for r in rows])
+    logits = model(input_ids=ids[None], position_ids=positions[None], use_cache=False).logits[0].float()
+    logp_all = logits[:-1].log_softmax(-1)  # position j predicts token j + 1
+    next_logps = logp_all.gather(-1, ids[1:, None]).squeeze(-1)
+    logps, entropies, start = [], [], 0
+    for r in rows:
+        a, b = start + r.n_prompt - 1, start + len(r.ids) - 1
+        logps.append(next_logps[a:b])
+        with torch.no_grad():
+            p = logp_all[a:b].exp()
+            entropies.append(-(p * logp_all[a:b]).sum(-1))
+        start += len(r.ids)
+    return logps, entropies

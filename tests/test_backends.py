@@ -66,6 +66,26 @@ def test_join_strategies_and_batch_sizes_give_the_same_trees(model_and_tokenizer
         TransformersBackend(model, tokenizer, max_batch=0)
 
 
+def test_prefills_cut_to_a_memory_budget_decode_the_same_trees(model_and_tokenizer, problems, monkeypatch):
+    """A batch of long prompts is prefilled in pieces whose padded attention fits the budget
+    (deep trees' evaluations held 7.8 GB without it); the trees are the ones one batch gives."""
+    from apr_mini import backends
+
+    model, tokenizer = model_and_tokenizer
+    whole = run_problems(TransformersBackend(model, tokenizer, join="re-prefill"), problems)
+    cuts, original = [], backends._prefill_groups
+
+    def counted(rows):
+        cuts.append(len(groups := original(rows)))
+        return groups
+
+    monkeypatch.setattr(backends, "PREFILL_SCORES", 2_000)
+    monkeypatch.setattr(backends, "_prefill_groups", counted)
+    pieces = run_problems(TransformersBackend(model, tokenizer, join="re-prefill"), problems)
+    assert max(cuts) > 1, "the budget should cut some prefill"
+    assert [bare(r["tree"]) for r in pieces] == [bare(r["tree"]) for r in whole]
+
+
 def test_sampling_is_seeded_per_thread_not_per_batch(model_and_tokenizer, problems):
     model, tokenizer = model_and_tokenizer
     together = run_problems(TransformersBackend(model, tokenizer), problems[:3], temperature=1.0, seed=7)

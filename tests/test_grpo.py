@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from apr_mini import grpo, grpo_train
+from apr_mini import grpo, grpo_train, packing, rollouts
 from apr_mini import trace_language as tl
 from apr_mini import trace_trees as tt
 from apr_mini.config import GRPOConfig, UserFacingError, get_grpo_config, get_reproduce_config
@@ -101,7 +101,7 @@ def test_token_weights_count_each_tree_once():
 def test_no_prompt_or_join_token_is_trained(nested_records, tokenizer):
     for index, record in enumerate(nested_records):
         rows = grpo.tree_rows(record["tree"], tokenizer, index)
-        calls = grpo.tree_calls(record["tree"])
+        calls = rollouts.tree_calls(record["tree"])
         assert len(rows) == len(calls) == sum(len(t["main_calls"]) for t in tt.iter_threads(record["tree"]))
         for row, call in zip(rows, calls):
             prompt, completion = row.ids[:row.n_prompt], row.ids[row.n_prompt:]
@@ -167,7 +167,7 @@ def test_a_few_steps_raise_positive_and_lower_negative_completions(nested_record
     def tree_logps():  # each tree's completions' total log-probability
         model.train()
         with torch.no_grad():
-            logps, _ = grpo.block_logps(model, rows)
+            logps, _ = packing.block_logps(model, rows)
         totals = [0.0] * len(records)
         for row, lp in zip(rows, logps):
             totals[row.tree] += lp.sum().item()
@@ -187,8 +187,8 @@ def test_packed_log_probs_equal_each_row_alone(nested_records, tokenizer):
     model = _tiny_model().train()
     rows = grpo.tree_rows(nested_records[0]["tree"], tokenizer)[:4]
     with torch.no_grad():
-        packed, _ = grpo.block_logps(model, rows)
-        alone = [grpo.block_logps(model, [r])[0][0] for r in rows]
+        packed, _ = packing.block_logps(model, rows)
+        alone = [packing.block_logps(model, [r])[0][0] for r in rows]
     for a, b in zip(packed, alone):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 

@@ -104,14 +104,14 @@ def test_cli_reports_a_dead_server_without_a_traceback(tmp_path, capsys):
 def test_grpo_rollouts_through_a_server_sync_the_weights_each_step(server, tmp_path):
     """The paper's RL setup (one process trains, a server decodes) on CPU: ``transformers serve``
     cannot reload weights, so the reload is recorded here; tests/test_sglang.py checks a real one."""
-    from apr_mini import grpo, grpo_train
+    from apr_mini import grpo_train, rollouts
     from apr_mini.config import get_grpo_config
 
     reloads = []
-    rollouts = grpo.ServerRollouts(server, tmp_path / "sync", reload=reloads.append)
+    on_server = rollouts.ServerRollouts(server, tmp_path / "sync", reload=reloads.append)
     config = get_grpo_config("tiny", max_steps=2, eval_steps=0, reward="thread_penalty")
     problems = load_problems(CHECKPOINT.parent / "countdown-cpu" / "problems_train.jsonl", 10)
-    metrics = grpo_train.train(CHECKPOINT, "apr", problems, tmp_path / "run", config, progress=False, rollouts=rollouts)
+    metrics = grpo_train.train(CHECKPOINT, "apr", problems, tmp_path / "run", config, progress=False, rollouts=on_server)
     assert metrics["steps"] == 2 and reloads == [tmp_path / "sync"] * 2
     assert (tmp_path / "sync" / "model.safetensors").exists()
 

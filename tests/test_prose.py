@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from apr_mini.claims import PAPER
-from apr_mini.config import get_reproduce_config
+from apr_mini.config import get_profile, get_reproduce_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,3 +87,19 @@ def prose(notebook: str) -> str:
 def test_notebook_prose_quotes_the_shipped_numbers(notebook, index):
     quote = " ".join(QUOTES[notebook][index]().split())
     assert quote in prose(notebook), f"{notebook} should say: {quote!r} (the shipped data say so)"
+
+
+def flat(path: str) -> str:
+    return " ".join((ROOT / path).read_text().split())
+
+
+def test_the_docs_count_the_cpu_tasks_problems_as_the_splits_do():
+    """README and docs/training.md say why the 3-number task's GRPO gain is a chosen-on figure."""
+    from apr_mini.countdown import problem_space
+    from apr_mini.data import load_problems
+
+    space = {p.key for p in problem_space(get_profile("cpu").task)}
+    splits = {p.key for name in ("train", "val")
+              for p in load_problems(ROOT / "data" / "countdown-cpu" / f"problems_{name}.jsonl")}
+    assert f"has {len(space):,} distinct solvable problems, {len(space & splits):,} of them" in flat("README.md")
+    assert f"only {len(space - splits)} of its {len(space):,} solvable problems" in flat("docs/training.md")

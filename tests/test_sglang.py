@@ -47,7 +47,7 @@ def test_grpo_rollouts_on_sglang_use_the_weights_just_trained(tmp_path):
     equals the in-process model's: the server decodes with the trained weights."""
     from transformers import AutoModelForCausalLM
 
-    from apr_mini import grpo, grpo_train
+    from apr_mini import grpo_train, rollouts
     from apr_mini.config import get_grpo_config
     from apr_mini.tokenizer import load_tokenizer
 
@@ -55,9 +55,9 @@ def test_grpo_rollouts_on_sglang_use_the_weights_just_trained(tmp_path):
     config = get_grpo_config("tiny", max_steps=1, eval_steps=0, learning_rate=1e-3)
     with launch_server(CHECKPOINT.resolve(), kind="sglang", port=free_port(), timeout=600,
                        extra_args=["--attention-backend", "triton"]) as server:
-        rollouts = grpo.ServerRollouts(server, tmp_path / "sync")
-        grpo_train.train(CHECKPOINT, "apr", problems, tmp_path / "run", config, progress=False, rollouts=rollouts)
-        rollouts.reload(tmp_path / "run" / "final")
+        on_server = rollouts.ServerRollouts(server, tmp_path / "sync")
+        grpo_train.train(CHECKPOINT, "apr", problems, tmp_path / "run", config, progress=False, rollouts=on_server)
+        on_server.reload(tmp_path / "run" / "final")
         backend = server.backend()
         remote = run_problems(backend, problems[:4])
         backend.close()
