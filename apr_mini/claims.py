@@ -21,9 +21,9 @@ from .config import ReproduceConfig
 from .inference import fits_window, problem_rows
 from .stats import bootstrap_difference, bootstrap_mean, paired_difference
 
-ROLES = ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo", "sosp_budget", "apr_budget")
+ROLES = ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo", "sosp_budget", "apr_budget", "sosp_room")
 LABELS = {"sosp_sft": "SoS+", "apr_sft": "APR", "sosp_grpo": "SoS+ GRPO", "apr_grpo": "APR GRPO",
-          "sosp_budget": "SoS+ token budget", "apr_budget": "APR sub-call budget"}
+          "sosp_budget": "SoS+ token budget", "apr_budget": "APR sub-call budget", "sosp_room": "SoS+ with room"}
 PAPER = {  # abstract and section 5: APR and SoS+ accuracy (%)
     "context": {"setting": "4k-token context", "apr": 83.4, "sosp": 60.0},
     "compute": {"setting": "20k total tokens", "apr": 80.1, "sosp": 66.6},
@@ -62,16 +62,21 @@ def _matrix(point: dict) -> list[list[int]]:
     return [[int(c) for c in bits] for bits in point["outcomes"]]
 
 
+def own_window(config: ReproduceConfig, role: str) -> int:
+    """The window a role's models were trained with: the shared one, or ``room_window`` for SoS+ with room."""
+    return config.room_window if role == "sosp_room" else config.windows[-1]
+
+
 def _context_points(config, records: Records, models) -> tuple[list[dict], dict | None]:
     points, check = [], None
-    full = config.windows[-1]
-    for role in ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo"):
+    for role in ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo", "sosp_room"):
         seeds = range(len(models[role]))
         if not models[role]:
             continue
         if role.startswith("sosp"):
+            full = own_window(config, role)
             per_seed = [records(role, s, f"window-{full}") for s in seeds]
-            for w in config.windows:
+            for w in sorted({*config.windows, full}):
                 rows = [[{"accuracy": r["verified"] and fits_window(r, w)} for r in sorted(recs, key=lambda r: r["id"])]
                         for recs in per_seed]
                 points.append(_point(config, role, f"window-{w}", rows, claim="context", window=w, derived=w != full))
@@ -110,9 +115,9 @@ def _compute_points(config, records: Records, models) -> list[dict]:
                 rows = [problem_rows([r for r in recs if r["sample"] < k]) for recs in sampled]
                 points.append(_point(config, role, f"{series.replace('k', str(k))}", rows, stat, claim="compute",
                                      k=k, series=f"{LABELS[role]} {series}"))
-    for role in ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo"):
+    for role in ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo", "sosp_room"):
         if models[role]:
-            rows = [problem_rows(records(role, s, f"window-{config.windows[-1]}"))
+            rows = [problem_rows(records(role, s, f"window-{own_window(config, role)}"))
                     for s in range(len(models[role]))]
             points.append(_point(config, role, "greedy", rows, claim="compute", series=f"{LABELS[role]} greedy"))
     return points
@@ -238,7 +243,43 @@ def claims(config: ReproduceConfig, context: list[dict], compute: list[dict], la
         limit = sosp_greedy["latency_alone_s"]
         rows.append(_claim(config, "latency", f"at most {limit:.2f} s per problem (SoS+'s greedy latency)",
                            _best(latency, "apr", "latency_alone_s", limit), _best(latency, "sosp", "latency_alone_s", limit)))
-    return {"rows": rows, "compute_saving": compute_saving(compute, max(config.ks))}
+    return {"rows": rows, "compute_saving": compute_saving(compute, max(config.ks)),
+            "latency_goal": latency_goal(config, latency)}
+
+
+PATH_RATIO_GOAL = 0.6  # issue 22: APR's critical path at most 0.6x the most accurate SoS+ trace
+
+
+def latency_goal(config: ReproduceConfig, latency: list[dict]) -> dict | None:
+    """APR's greedy SFT point against every greedy SoS+ SFT model (the one with room included): is APR
+    at least as accurate as each (point estimates; the paired difference with the most accurate of
+    them, with its interval), is its critical path at most :data:`PATH_RATIO_GOAL` of that model's
+    trace, and is it faster alone on the machine in every back-to-back round?"""
+    apr = next((p for p in latency if p["role"] == "apr_sft"), None)
+    sosp = [p for p in latency if p["role"] in ("sosp_sft", "sosp_room")]
+    if apr is None or not sosp:
+        return None
+    best = max(sosp, key=lambda p: p["accuracy"])
+    ratio = apr["critical_path"] / best["critical_path"] if best["critical_path"] else None
+    faster = sum(a < b for a, b in zip(apr["latency_rounds"], best["latency_rounds"]))
+    as_accurate = all(apr["accuracy"] >= p["accuracy"] for p in sosp)
+    return {"apr": _side(apr) | {"critical_path": apr["critical_path"]},
+            "sosp": [_side(p) | {"critical_path": p["critical_path"]} for p in sosp], "most_accurate_sosp": best["label"],
+            "difference": bootstrap_difference(_matrix(apr), _matrix(best), config.bootstrap),
+            "as_accurate_as_every_sosp": as_accurate, "path_ratio": round(ratio, 3) if ratio else None,
+            "rounds": len(apr["latency_rounds"]), "rounds_apr_faster": faster,
+            "met": bool(as_accurate and ratio is not None and ratio <= PATH_RATIO_GOAL
+                        and faster == len(apr["latency_rounds"]))}
+
+
+def latency_sentence(goal: dict) -> str:
+    """:func:`latency_goal` in one sentence."""
+    diff = goal["difference"]
+    return (f"Latency goal ({'met' if goal['met'] else 'not met'}): APR {100 * goal['apr']['accuracy']:.1f}% against "
+            f"{goal['most_accurate_sosp']} {100 * max(p['accuracy'] for p in goal['sosp']):.1f}% (the most accurate SoS+; "
+            f"APR - SoS+ {100 * diff['difference']:+.1f}, 95% CI {100 * diff['ci95'][0]:+.1f} to {100 * diff['ci95'][1]:+.1f}); "
+            f"APR's critical path is {goal['path_ratio']}x its trace (goal: at most {PATH_RATIO_GOAL}x); APR was faster "
+            f"alone in {goal['rounds_apr_faster']} of {goal['rounds']} back-to-back rounds.")
 
 
 def compute_saving(compute: list[dict], k: int) -> dict | None:
@@ -258,8 +299,7 @@ def compute_saving(compute: list[dict], k: int) -> dict | None:
 def _losses(config, records: Records, models) -> dict:
     """Where each model loses at the models' own window (:func:`apr_mini.attribution.loss_attribution`),
     one table per training seed."""
-    full = f"window-{config.windows[-1]}"
-    return {role: [loss_attribution(records(role, s, full)) for s in range(len(seeds))]
+    return {role: [loss_attribution(records(role, s, f"window-{own_window(config, role)}")) for s in range(len(seeds))]
             for role, seeds in models.items() if seeds and not role.endswith("_budget")}
 
 
@@ -280,6 +320,40 @@ def summarize_reproduction(config: ReproduceConfig, models: dict[str, list[str]]
         "rl": _rl(config, records, models, fingerprints), "context": context, "compute": compute, "latency": latency,
         "losses": _losses(config, records, models),
     }
+
+
+def _headline_rows(summary: dict) -> dict[str, dict]:
+    """Each claim's headline row: context at the models' own window after SFT, compute, latency."""
+    rows = {}
+    for row in summary["claims"]["rows"]:
+        own = row["claim"] != "context" or ("the models' own" in row["setting"] and row["setting"].endswith("after SFT"))
+        if own and "difference" in row:
+            rows.setdefault(row["claim"], row)
+    return rows
+
+
+def depth_rows(tasks: dict[str, dict]) -> list[dict]:
+    """APR minus SoS+ for each claim on each task (``{task name: summary}``, shallow first), with the
+    paired 95% interval: what the depth figure draws. A claim a task did not measure is left out there."""
+    out = []
+    for task, summary in tasks.items():
+        for claim, row in _headline_rows(summary).items():
+            diff = row["difference"]
+            out.append({"task": task, "claim": claim, "setting": row["setting"], "difference": diff["difference"],
+                        "ci95": diff["ci95"], "n": row["apr"]["n"], "within_noise": diff["within_noise"]})
+    return out
+
+
+def depth_markdown(depth: list[dict]) -> str:
+    """The depth rows as a table: one row per claim, one column per task."""
+    tasks = list(dict.fromkeys(r["task"] for r in depth))
+    at = {(r["claim"], r["task"]): r for r in depth}
+    lines = ["| claim | " + " | ".join(f"{t}: APR - SoS+ (95% CI)" for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for claim in dict.fromkeys(r["claim"] for r in depth):
+        cells = [(f"{100 * r['difference']:+.1f} ({100 * r['ci95'][0]:+.1f} to {100 * r['ci95'][1]:+.1f}), n={r['n']}"
+                  if (r := at.get((claim, t))) else "not measured") for t in tasks]
+        lines.append(f"| {claim} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def saving_sentence(saving: dict) -> str:
@@ -313,6 +387,10 @@ def claims_markdown(summary: dict) -> str:
         lines.append(f"| {row['claim']} | {paper} | {row['setting']} | {pct(row['apr'])} | {pct(row['sosp'])} | {gap} |")
     if summary["claims"]["compute_saving"]:
         lines += ["", saving_sentence(summary["claims"]["compute_saving"])]
+    if summary["claims"].get("latency_goal"):
+        lines += ["", latency_sentence(summary["claims"]["latency_goal"])]
+    if summary.get("depth"):
+        lines += ["", "Depth: APR minus SoS+ on each task (the claims' headline rows).", "", depth_markdown(summary["depth"])]
     seeds = ", ".join(f"{role.replace('_', ' ')} {len(entries)}" for role, entries in summary["models"].items())
     lines += ["", f"Training seeds evaluated: {seeds}."]
     if summary["missing"]:

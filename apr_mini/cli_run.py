@@ -156,17 +156,20 @@ def cmd_grpo(args) -> None:
 def cmd_reproduce(args) -> None:
     from .config import get_reproduce_config
     from .claims import claims_markdown
-    from .results import reproduce
+    from .results import attach_depth, reproduce
 
     if args.redraw:
         import json
 
         from .plots import write_claim_figures
 
-        out = Path(get_reproduce_config(args.profile, out=args.out).out)
+        config = get_reproduce_config(args.profile, out=args.out)
+        out = Path(config.out)
         if not (out / "summary.json").is_file():
             raise UserFacingError(f"no {out}/summary.json to redraw: run reproduce without --redraw first")
         summary = json.loads((out / "summary.json").read_text())
+        attach_depth(config, summary)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         (out / "claims.md").write_text(claims_markdown(summary) + "\n")
         write_claim_figures(summary, out)
         print(f"redrew {out}/claims.md and the figures from {out}/summary.json")
@@ -177,7 +180,11 @@ def cmd_reproduce(args) -> None:
         torch.set_num_threads(args.threads)
     config = get_reproduce_config(args.profile, out=args.out, records=args.records, n_problems=args.n)
     command = invocation()
-    summary = reproduce(config, progress=not args.no_progress, command=command, latency=not args.no_latency)
+    only = tuple(role for role in (args.only or "").split(",") if role)
+    summary = reproduce(config, progress=not args.no_progress, command=command, latency=not args.no_latency, only=only)
+    if summary is None:
+        print(f"records of {', '.join(only)} in {config.records}/; reproduce without --only writes the summary")
+        return
     print(claims_markdown(summary))
     print(f"wrote {config.out}/summary.json and figures; records in {config.records}/")
 
@@ -269,6 +276,8 @@ def register(sub) -> None:
     rep.add_argument("--threads", type=NON_NEGATIVE, default=0, help="torch threads (0: torch's default)")
     rep.add_argument("--no-latency", action="store_true", help="leave out the timed rounds (claim 3), which need "
                      "the machine to themselves; a later run without this flag adds them")
+    rep.add_argument("--only", metavar="ROLES", help="comma-separated roles (e.g. apr_sft,sosp_room) whose untimed "
+                     "records to run, and no summary: two processes, or sessions, share a long reproduction")
     rep.add_argument("--redraw", action="store_true", help="only rewrite claims.md and the figures from the "
                      "results folder's summary.json (no engine run)")
     rep.add_argument("--no-progress", action="store_true")

@@ -245,6 +245,12 @@ class ReproduceConfig:
                                     "data/seeds/cpu-sosp-budget-seed2")
     apr_budget: tuple[str, ...] = ("data/cpu-apr-budget", "data/seeds/cpu-apr-budget-seed1",
                                    "data/seeds/cpu-apr-budget-seed2")
+    # SoS+ trained with a window that fits most of its searches (evaluated at room_window, its own):
+    # the sequential baseline of the latency claim, which a SoS+ model cut by its window is not
+    sosp_room: tuple[str, ...] = ()
+    room_window: int = 0
+    task: str = "3 numbers"            # what the depth figure calls this task
+    contrast: str = ""                 # the other task's summary.json: the depth figure sets the two side by side
     windows: tuple[int, ...] = (384, 512, 640, 768)    # context windows; the largest is the models' own
     derivation_window: int = 512       # one real SoS+ run here checks the windows derived from the largest
     token_budgets: tuple[int, ...] = (384, 512, 640, 768)
@@ -267,15 +273,18 @@ class ReproduceConfig:
             raise ValueError("windows must be sorted token counts >= 16, and derivation_window one of the smaller ones")
         if list(self.windows) != sorted(set(self.windows)) or min(self.ks) != 1 or self.temperature <= 0:
             raise ValueError("windows must be sorted and distinct, ks must start at 1, temperature must be > 0")
+        if self.sosp_room and self.room_window <= self.windows[-1]:
+            raise ValueError(f"room_window ({self.room_window}) must be larger than the models' own window "
+                             f"({self.windows[-1]}) when sosp_room is set")
 
     def at(self, root: str | os.PathLike) -> "ReproduceConfig":
         """The same configuration with its relative paths under ``root`` (a notebook runs in notebooks/)."""
         def move(path: str) -> str:
             return path if os.path.isabs(path) else os.path.join(root, path)
 
-        paths = {name: move(getattr(self, name)) for name in ("problems", "out", "records")}
+        paths = {name: move(getattr(self, name)) for name in ("problems", "out", "records", "contrast") if getattr(self, name)}
         models = {role: tuple(move(c) for c in getattr(self, role))
-                  for role in ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo", "sosp_budget", "apr_budget")}
+                  for role in ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo", "sosp_budget", "apr_budget", "sosp_room")}
         return dataclasses.replace(self, **paths, **models)
 
 
@@ -284,18 +293,24 @@ REPRODUCE_PRESETS: dict[str, ReproduceConfig] = {
     # stand in for every role, so the plumbing runs end to end in about a minute; its numbers mean nothing.
     "tiny": ReproduceConfig(n_problems=4, sosp_sft=("data/tiny-sosp",), apr_sft=("data/tiny-apr",),
                             sosp_grpo=(), apr_grpo=(), sosp_budget=("data/tiny-sosp",),
-                            apr_budget=("data/tiny-apr",), windows=(256, 384), derivation_window=256,
+                            apr_budget=("data/tiny-apr",), sosp_room=("data/tiny-sosp",), room_window=512,
+                            windows=(256, 384), derivation_window=256,
                             token_budgets=(256, 384), sub_call_budgets=(2, 4), ks=(1, 2), sample_seeds=1,
                             latency_problems=2, latency_rounds=2, bootstrap=200, out="runs/reproduce/tiny/results",
                             records="runs/reproduce/tiny"),
     "cpu": ReproduceConfig(),
-    # The deep task (4 numbers): reported on its test split, which no choice of settings has seen
-    "cpu4": ReproduceConfig(problems="data/countdown-cpu4/problems_test.jsonl", n_problems=200,
+    # The deep task (4 numbers): reported on its test split, which no choice of settings has seen. Sized
+    # to the CPU: a deep APR tree costs about 17 CPU-seconds at the full window (the seed-1 model's 50
+    # shipping problems: 870 s), so each APR run of 100 problems is about half an hour at one thread,
+    # 6 greedy runs and 400 sampled trees in all; `reproduce --only ROLES` splits it over two processes
+    "cpu4": ReproduceConfig(problems="data/countdown-cpu4/problems_test.jsonl", n_problems=100,
                             sosp_sft=("data/cpu4-sosp", "data/seeds/cpu4-sosp-seed1", "data/seeds/cpu4-sosp-seed2"),
                             apr_sft=("data/cpu4-apr", "data/seeds/cpu4-apr-seed1", "data/seeds/cpu4-apr-seed2"),
                             sosp_grpo=(), apr_grpo=(), sosp_budget=(), apr_budget=(),
-                            windows=(768, 1024, 1280, 1536), derivation_window=1024,
-                            token_budgets=(768, 1024, 1280, 1536), sample_seeds=1,
+                            sosp_room=("data/cpu4-sosp-room",), room_window=4096,
+                            task="4 numbers", contrast="data/results/summary.json",
+                            windows=(1024, 1536), derivation_window=1024, token_budgets=(1024, 1536),
+                            ks=(1, 2, 4), sample_seeds=1,
                             out="data/results-cpu4", records="runs/reproduce/cpu4"),
     # One T4: the models a t4-profile run ships (notebooks 03 and 05 under APR_PROFILE=t4; none committed)
     "t4": ReproduceConfig(problems="runs/t4/data/problems_val.jsonl", n_problems=500, sosp_sft=("runs/t4/sosp",),

@@ -120,14 +120,16 @@ def group_advantages(rewards: list[float], num_generations: int, scale_rewards: 
 
 # -- training rows -----------------------------------------------------------------------------
 
-def batch_rows(records: list[dict], signal: list[bool], tokenizer, threads: str = "all") -> list[Row]:
+def batch_rows(records: list[dict], signal: list[bool], tokenizer, threads: str = "all",
+               trees: list[list[Row]] | None = None) -> list[Row]:
     """The rows of every tree whose group carries signal, each with its tree's ``advantage``
-    (records in groups of ``len(records) // len(signal)``); ``threads="root"`` keeps the root's rows only."""
+    (records in groups of ``len(records) // len(signal)``); ``threads="root"`` keeps the root's rows only.
+    ``trees``: each record's :func:`tree_rows`, where the caller has them already."""
     size = len(records) // len(signal)
     rows = []
     for index, record in enumerate(records):
         if signal[index // size]:
-            for row in tree_rows(record["tree"], tokenizer, index):
+            for row in trees[index] if trees else tree_rows(record["tree"], tokenizer, index):
                 if threads == "all" or row.thread == "root":
                     row.advantage = record["advantage"]
                     rows.append(row)
@@ -264,27 +266,40 @@ def step_problems(train_problems: list[Problem], config: GRPOConfig, step: int) 
     return rng.sample(train_problems, min(config.problems_per_step, len(train_problems)))
 
 
-def grpo_step(model, tokenizer, optimizer, problems: list[Problem], config: GRPOConfig, *, kind: str, step: int,
-              ref_model=None, rollouts=None) -> tuple[dict, list[dict]]:
-    """One GRPO step: rollouts, rewards, advantages, rows, optimizer step(s). Returns the step's
-    curve point and the rollout records (each with its ``reward`` and ``advantage``)."""
-    start = time.perf_counter()
-    records = rollout(model, tokenizer, problems, num_generations=config.num_generations, kind=kind,
-                      temperature=config.temperature, seed=rollout_seed(config.seed, step), max_batch=config.max_batch,
-                      rollouts=rollouts)
-    rollout_s = time.perf_counter() - start
+def step_rollouts(model, tokenizer, problems: list[Problem], config: GRPOConfig, *, kind: str, step: int,
+                  rollouts=None) -> list[dict]:
+    """The step's trees: ``num_generations`` per problem, sampled with the step's seed."""
+    return rollout(model, tokenizer, problems, num_generations=config.num_generations, kind=kind,
+                   temperature=config.temperature, seed=rollout_seed(config.seed, step), max_batch=config.max_batch,
+                   rollouts=rollouts)
+
+
+def score_rollouts(records: list[dict], tokenizer, config: GRPOConfig):
+    """Rewards and advantages of a step's records (set on each as ``reward`` and ``advantage``).
+    Returns the rewards, each group's signal, every tree's rows (trained or not) and the rows that train."""
     reward = reward_function(config)
     rewards = [reward(r) for r in records]
     advantages, signal = group_advantages(rewards, config.num_generations, config.scale_rewards)
     for record, reward, advantage in zip(records, rewards, advantages):
         record["reward"], record["advantage"] = reward, advantage
-    rows = batch_rows(records, signal, tokenizer, config.trained_threads)
+    trees = [tree_rows(record["tree"], tokenizer, index) for index, record in enumerate(records)]
+    return rewards, signal, trees, batch_rows(records, signal, tokenizer, config.trained_threads, trees)
+
+
+def grpo_step(model, tokenizer, optimizer, problems: list[Problem], config: GRPOConfig, *, kind: str, step: int,
+              ref_model=None, rollouts=None) -> tuple[dict, list[dict]]:
+    """One GRPO step: rollouts, rewards, advantages, rows, optimizer step(s). Returns the step's
+    curve point and the rollout records (each with its ``reward`` and ``advantage``)."""
+    start = time.perf_counter()
+    records = step_rollouts(model, tokenizer, problems, config, kind=kind, step=step, rollouts=rollouts)
+    rollout_s = time.perf_counter() - start
+    rewards, signal, trees, rows = score_rollouts(records, tokenizer, config)
     start = time.perf_counter()
     context = int(model.config.max_position_embeddings)
     stats = optimize(model, optimizer, rows, config, ref_model=ref_model,
                      max_completion_length=config.max_completion_length or context)
     metrics = [r["metrics"] for r in records]
-    agreement = token_agreement(records, tokenizer)
+    agreement = token_agreement(records, tokenizer, trees=trees)
     point = {
         "step": step, "reward": mean(rewards), "accuracy": mean(float(r["verified"]) for r in records),
         "children": mean(m["n_threads"] - 1 for m in metrics), "total_tokens": mean(m["total_tokens"] for m in metrics),

@@ -31,6 +31,10 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
     # The deep task (profile cpu4): the cpu shape with the 1,536-token window of t4, so a cpu model
     # warm-starts it (RoPE has no position weights: only the config's window changes)
     "cpu4": ModelPreset(n_layers=4, hidden=128, n_heads=4, ffn=512, context=1536),
+    # SoS+ with room on the deep task: the cpu4 model with a window that fits most of its searches (the
+    # solver's SoS+ traces of the validation problems: 77.5% fit 4,096, 35.5% fit 1,536; `python
+    # experiments/deep_probes.py --ceilings runs/cpu4/data`), the latency claim's sequential baseline
+    "cpu4-room": ModelPreset(n_layers=4, hidden=128, n_heads=4, ffn=512, context=4096),
     # One free cloud GPU (a T4: 16 GB, fp16): 19M parameters, head_dim 64 (SGLang's kernels), and a
     # context the 4-number task's SoS+ demonstrations overflow (62% of them) while APR's threads fit (96%)
     "t4": ModelPreset(n_layers=8, hidden=384, n_heads=6, ffn=1536, context=1536),

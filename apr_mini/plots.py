@@ -294,7 +294,29 @@ def claim_figures(summary: dict) -> dict[str, go.Figure]:
             fig.update_yaxes(title_text=unit, row=1, col=col)
         fig.update_layout(title="Do the budget-conditioned models obey their budget?", height=380)
         figures["budgets"] = fig
+    if summary.get("depth"):
+        figures["depth"] = depth_figure(summary["depth"])
     return figures
+
+
+TASK_COLORS = ("#7F7F7F", "#2A2A2A")  # the depth figure's tasks, shallow then deep (methods keep theirs elsewhere)
+
+
+def depth_figure(depth: list[dict], title: str = "Depth: APR minus SoS+ on each task") -> go.Figure:
+    """Each claim's APR - SoS+ difference (95% interval) at each task, side by side: what depth changes."""
+    fig = go.Figure()
+    for color, task in zip(TASK_COLORS, dict.fromkeys(r["task"] for r in depth)):
+        rows = [r for r in depth if r["task"] == task]
+        fig.add_trace(go.Scatter(
+            x=[r["claim"] for r in rows], y=[r["difference"] for r in rows], name=task, mode="markers",
+            marker={"color": color, "size": 11}, error_y=_error_y([{"accuracy": r["difference"], "ci95": r["ci95"]}
+                                                                   for r in rows]),
+            hovertext=[f"{task}, {r['claim']} ({r['setting']}): {r['difference']:+.1%} "
+                       f"({r['ci95'][0]:+.1%} to {r['ci95'][1]:+.1%}), n={r['n']}" for r in rows], hoverinfo="text"))
+    fig.add_hline(y=0, line={"color": "grey", "dash": "dot"})
+    fig.update_layout(title=title, scattermode="group", xaxis_title="claim", yaxis_title="APR - SoS+ (accuracy)",
+                      yaxis_tickformat="+.0%", height=400, legend={"orientation": "h", "y": -0.2})
+    return fig
 
 
 def write_claim_figures(summary: dict, out: Path) -> None:

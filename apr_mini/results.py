@@ -32,7 +32,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import trace_language as tl
-from .claims import ROLES, claims_markdown, summarize_reproduction
+from .claims import ROLES, claims_markdown, depth_rows, own_window, summarize_reproduction
 from .config import ReproduceConfig, UserFacingError
 from .data import load_problems
 from .engine import Limits
@@ -88,6 +88,8 @@ def plan(config: ReproduceConfig, models: dict[str, list[str]]) -> list[Run]:
                 if role == "sosp_sft" and seed == 0:
                     window = config.derivation_window
                     runs.append(Run(role, seed, f"window-{window}", _greedy(method, window), n))
+            elif role == "sosp_room":
+                runs.append(Run(role, seed, f"window-{config.room_window}", _greedy(method, config.room_window), n))
             elif role in ("apr_sft", "apr_grpo"):
                 runs += [Run(role, seed, f"window-{w}", _greedy(method, w), n) for w in config.windows]
             else:
@@ -106,7 +108,7 @@ def latency_plan(config: ReproduceConfig, runs: list[Run]) -> list[Run]:
     """The timed runs: each greedy point of seed 0 on the first ``latency_problems`` problems, one
     problem at a time; rounds one after the other, SoS+ and APR points alternating within a round."""
     points = [r for r in runs if r.seed == 0 and r.settings.samples == 1
-              and (r.name.startswith("budget") or r.name == f"window-{config.windows[-1]}")]
+              and (r.name.startswith("budget") or r.name == f"window-{config.windows[-1]}" or r.role == "sosp_room")]
     sosp = [r for r in points if r.method == "sosp"]
     apr = [r for r in points if r.method == "apr"]
     order = [r for pair in zip(sosp, apr) for r in pair] + sosp[len(apr):] + apr[len(sosp):]
@@ -162,24 +164,33 @@ def load_records(config: ReproduceConfig, run: Run) -> list[dict]:
 
 
 def reproduce(config: ReproduceConfig, *, progress: bool = True, command: str = "", figures: bool = True,
-              latency: bool = True) -> dict:
+              latency: bool = True, only: tuple[str, ...] = ()) -> dict | None:
     """Run (or resume) every evaluation, then write ``summary.json`` and the figures to ``config.out``.
-    ``latency=False`` leaves out the timed rounds, which need the machine to themselves."""
+    ``latency=False`` leaves out the timed rounds, which need the machine to themselves. ``only``
+    (roles, e.g. ``("apr_sft",)``) runs just those roles' untimed records and writes no summary: a
+    long reproduction split across processes or sessions, the records shared."""
     models, missing = available_models(config)
     if not (models["sosp_sft"] and models["apr_sft"]):
         raise UserFacingError(f"reproduce needs at least the SFT models; missing: {', '.join(missing)}")
     if not Path(config.problems).exists():
         raise UserFacingError(f"no problems file at {config.problems}")
+    unknown = sorted(set(only) - set(ROLES))
+    if unknown:
+        raise UserFacingError(f"unknown role(s) {', '.join(unknown)}; the roles are {', '.join(ROLES)}")
     runs = plan(config, models)
-    timed = latency_plan(config, runs) if latency else []
+    timed = latency_plan(config, runs) if latency and not only else []
     start = time.time()
     fingerprints = {c: checkpoint_fingerprint(c) for checkpoints in models.values() for c in checkpoints}
-    execute(config, models, runs + timed, fingerprints, progress=progress)
+    execute(config, models, [r for r in runs if r.role in only] if only else runs + timed, fingerprints,
+            progress=progress)
+    if only:
+        return None
     every = runs + timed
     summary = summarize_reproduction(config, models, fingerprints, missing,
                                      lambda role, seed, name: load_records(config, _find(every, role, seed, name)),
                                      timed, command)
     summary["seconds_this_session"] = round(time.time() - start, 1)
+    attach_depth(config, summary)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -192,15 +203,23 @@ def reproduce(config: ReproduceConfig, *, progress: bool = True, command: str = 
     return summary
 
 
+def attach_depth(config: ReproduceConfig, summary: dict) -> None:
+    """Set ``summary["depth"]`` (:func:`apr_mini.claims.depth_rows`) from ``config.contrast``, the other
+    task's summary, where it is there; without it the depth figure is left out."""
+    if config.contrast and Path(config.contrast).is_file():
+        other = json.loads(Path(config.contrast).read_text())
+        summary["depth"] = depth_rows({other["config"].get("task", ReproduceConfig.task): other, config.task: summary})
+
+
 def save_trees(config: ReproduceConfig, models: dict[str, list[str]], runs: list[Run], folder: Path) -> None:
     """The first seed's records at the full window, gzipped (trees for the explorer): the per-problem
     view of notebook 06 opens them without the records folder."""
     import gzip
 
     folder.mkdir(parents=True, exist_ok=True)
-    for role in ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo"):
+    for role in ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo", "sosp_room"):
         if models[role]:
-            run = _find(runs, role, 0, f"window-{config.windows[-1]}")
+            run = _find(runs, role, 0, f"window-{own_window(config, role)}")
             with open(folder / f"{role}.jsonl.gz", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
                 f.write(records_path(config, run).read_bytes())
 

@@ -148,18 +148,19 @@ def tree_rows(tree: dict, tokenizer, index: int = 0, sampled: bool = True) -> li
     return rows
 
 
-def token_agreement(records: list[dict], tokenizer, model=None) -> dict:
+def token_agreement(records: list[dict], tokenizer, model=None, trees: list[list[Row]] | None = None) -> dict:
     """How the sampled ids of ``records`` (rollouts that kept them) compare with re-tokenizing each
     call's text: calls and tokens, the share of calls whose ids differ, the tokens those calls gain
     or lose, and the sampled tokens the text drops (special tokens the decoder skips). With
     ``model``, also the gap between the sampler's log-probabilities and one packed training forward
-    pass over the sampled ids (mean and max absolute difference per token, in nats)."""
+    pass over the sampled ids (mean and max absolute difference per token, in nats). ``trees``: each
+    record's :func:`tree_rows`, where the caller has them already."""
     calls = differ = length_change = tokens = 0
     dropped: dict[str, int] = {}
     rows = []
     for index, record in enumerate(records):
         retokenized = tree_rows(record["tree"], tokenizer, index, sampled=False)
-        sampled = tree_rows(record["tree"], tokenizer, index)
+        sampled = trees[index] if trees else tree_rows(record["tree"], tokenizer, index)
         for again, row in zip(retokenized, sampled):
             if row.sampled_logps is None:
                 continue

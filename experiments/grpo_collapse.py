@@ -94,14 +94,8 @@ def analyse_step(checkpoint: Path, source: Path, problems_path: Path, step: int,
     for m in (model, ref_model):
         use_packed_attention(m)
     problems = grpo.step_problems(load_problems(problems_path), config, step)
-    records = rollouts.rollout(model, tokenizer, problems, num_generations=config.num_generations, kind=kind,
-                               temperature=config.temperature, seed=rollouts.rollout_seed(config.seed, step),
-                               max_batch=config.max_batch)
-    rewards = [grpo.reward_function(config)(r) for r in records]
-    advantages, signal = grpo.group_advantages(rewards, config.num_generations, config.scale_rewards)
-    for record, advantage in zip(records, advantages):
-        record["advantage"] = advantage
-    rows = grpo.batch_rows(records, signal, tokenizer, config.trained_threads)
+    records = grpo.step_rollouts(model, tokenizer, problems, config, kind=kind, step=step)
+    _, _, trees, rows = grpo.score_rollouts(records, tokenizer, config)
     context = int(model.config.max_position_embeddings)
     weights = grpo.token_weights(rows, config.loss_type, config.sequence_weighting,
                                  config.max_completion_length or context)
@@ -142,7 +136,7 @@ def analyse_step(checkpoint: Path, source: Path, problems_path: Path, step: int,
             "completion": tokenizer.decode(rows[j].ids[rows[j].n_prompt:])[:300]} for norm, j in row_norms]
     return {"step": step, "well_formed": sum(grpo.well_formed(r) for r in records) / len(records),
             "failures": grpo.failure_counts(records), "rows": len(rows), "tokens": tokens,
-            "agreement": rollouts.token_agreement(records, tokenizer, model), "grad_norm": parts, "shares": shares,
+            "agreement": rollouts.token_agreement(records, tokenizer, model, trees), "grad_norm": parts, "shares": shares,
             "loudest_rows": {"role": loudest, "rows": top}}
 
 

@@ -60,6 +60,11 @@ def test_zero_signal_groups_are_skipped_and_counted(nested_records, tokenizer):
     records = [dict(r, advantage=a) for r, a in zip(nested_records, [1, -1, 0.5, -0.5, 0, 0, 0, 0])]
     rows = grpo.batch_rows(records, [True, False], tokenizer)
     assert {r.tree for r in rows} == {0, 1, 2, 3}
+    config = GRPOConfig(num_generations=4)
+    rewards, signal, trees, scored = grpo.score_rollouts([dict(r) for r in nested_records], tokenizer, config)
+    assert len(trees) == len(nested_records) and len(signal) == 2
+    built = {id(r) for tree in trees for r in tree}
+    assert scored and all(id(row) in built for row in scored)  # a step builds each row once
     with pytest.raises(ValueError):
         grpo.group_advantages([1, 0, 1], 2)
 

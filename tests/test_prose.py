@@ -103,3 +103,22 @@ def test_the_docs_count_the_cpu_tasks_problems_as_the_splits_do():
               for p in load_problems(ROOT / "data" / "countdown-cpu" / f"problems_{name}.jsonl")}
     assert f"has {len(space):,} distinct solvable problems, {len(space & splits):,} of them" in flat("README.md")
     assert f"only {len(space - splits)} of its {len(space):,} solvable problems" in flat("docs/training.md")
+
+
+def test_the_unseen_problems_file_is_the_problems_no_split_holds():
+    """data/countdown-cpu/problems_outside.jsonl is what experiments/grpo_unseen.py makes of the
+    task, and data/grpo/unseen.json evaluated exactly those problems."""
+    import importlib.util
+
+    from apr_mini.data import load_problems
+
+    spec = importlib.util.spec_from_file_location("grpo_unseen", ROOT / "experiments" / "grpo_unseen.py")
+    unseen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(unseen)
+    committed = load_problems(ROOT / "data" / "countdown-cpu" / "problems_outside.jsonl")
+    assert committed == unseen.outside_problems()
+    splits = {p.key for name in ("train", "val")
+              for p in load_problems(ROOT / "data" / "countdown-cpu" / f"problems_{name}.jsonl")}
+    assert not splits & {p.key for p in committed}
+    report = json.loads((ROOT / "data" / "grpo" / "unseen.json").read_text())
+    assert report["n"] == len(committed) and all(pair["n"] == len(committed) for pair in report["pairs"].values())

@@ -109,7 +109,8 @@ def test_summary_schema(tiny):
         assert point["n"] == 4 and len(point["outcomes"]) == point["seeds"]
         assert point["ci95"][0] <= point["accuracy"] <= point["ci95"][1]
     windows = {(p["role"], p["window"]): p for p in summary["context"]}
-    assert set(windows) == {(r, w) for r in ("sosp_sft", "apr_sft") for w in config.windows}
+    assert set(windows) == {(r, w) for r in ("sosp_sft", "apr_sft", "sosp_room") for w in config.windows} | {
+        ("sosp_room", config.room_window)}  # SoS+ with room: derived at the shared windows, run at its own
     assert windows[("sosp_sft", 256)]["derived"] and not windows[("apr_sft", 256)]["derived"]
     check = summary["derivation_check"]
     assert check["window"] == 256 and check["agree"] == check["n"] == 4
@@ -121,7 +122,11 @@ def test_summary_schema(tiny):
     assert "data/cpu-sosp" not in summary["missing"] and summary["missing"] == []
     assert "| context |" in claims.claims_markdown(summary)
     assert (results.Path(config.out) / "claims.md").read_text() == claims.claims_markdown(summary) + "\n"
-    assert set(summary["losses"]) == {"sosp_sft", "apr_sft"}  # one table per seed, every problem counted once
+    assert set(summary["losses"]) == {"sosp_sft", "apr_sft", "sosp_room"}  # one table per seed, every problem once
+    goal = summary["claims"]["latency_goal"]
+    assert {p["label"] for p in goal["sosp"]} == {"SoS+", "SoS+ with room"} and goal["rounds"] == 2
+    assert goal["most_accurate_sosp"] in {"SoS+", "SoS+ with room"} and isinstance(goal["met"], bool)
+    assert "Latency goal" in claims.claims_markdown(summary)
     for tables in summary["losses"].values():
         assert len(tables) == 1 and tables[0]["n"] == 4
 
@@ -158,6 +163,14 @@ def test_reproduce_resumes_without_redoing_work(tiny, monkeypatch):
     assert len(loads) == 1 and len(path.read_text().splitlines()) == len(lines)
     outcomes = lambda summary: [(p["name"], p["outcomes"], p.get("total_tokens")) for p in summary["context"]]
     assert outcomes(resumed) == outcomes(first)  # the redone problem's latency may differ
+    path.write_text("\n".join(lines[:-1]) + "\n")
+    loads.clear()
+    assert results.reproduce(config, progress=False, only=("sosp_sft",)) is None
+    assert loads == [] and len(path.read_text().splitlines()) == len(lines) - 1  # --only: that role's runs alone
+    assert results.reproduce(config, progress=False, only=("apr_sft",)) is None
+    assert len(loads) == 1 and len(path.read_text().splitlines()) == len(lines)
+    with pytest.raises(results.UserFacingError, match="unknown role"):
+        results.reproduce(config, progress=False, only=("apr",))
 
 
 def test_missing_checkpoints_are_reported_not_fatal(tmp_path):
@@ -237,3 +250,23 @@ def test_redraw_rewrites_the_block_and_figures_from_the_summary_alone(tmp_path, 
     with pytest.raises(SystemExit):
         main(["reproduce", "--profile", "tiny", "--out", str(tmp_path / "empty"), "--redraw"])
     assert "summary.json to redraw" in capsys.readouterr().err
+
+
+def test_depth_sets_each_claim_side_by_side_on_both_tasks(tiny, tmp_path):
+    """The depth figure's rows come from the two tasks' summaries: one per claim and task, each the
+    claim's headline row (context at the models' own window after SFT)."""
+    import dataclasses
+
+    config, summary = tiny
+    deep = dataclasses.replace(config, task="4 numbers", contrast=str(results.Path(config.out) / "summary.json"))
+    copy = json.loads(json.dumps(summary))
+    results.attach_depth(deep, copy)
+    headline = {r["claim"]: r for r in summary["claims"]["rows"] if "the models' own" in r["setting"] or r["claim"] != "context"}
+    assert {(r["task"], r["claim"]) for r in copy["depth"]} == {(t, c) for t in ("3 numbers", "4 numbers") for c in headline}
+    for row in copy["depth"]:
+        assert row["difference"] == headline[row["claim"]]["difference"]["difference"]
+    assert "| context |" in claims.depth_markdown(copy["depth"]) and "Depth:" in claims.claims_markdown(copy)
+    assert "depth" in plots.claim_figures(copy)
+    alone = dict(summary)
+    results.attach_depth(dataclasses.replace(deep, contrast=str(tmp_path / "none.json")), alone)
+    assert "depth" not in alone  # no contrast summary: no depth figure

@@ -60,6 +60,8 @@ def test_the_samplers_log_probs_are_the_training_passes(sampled, policy):
     report = rollouts.token_agreement(sampled, tokenizer, model)
     assert report["calls"] > 0 and report["tokens"] > 0
     assert report["logp_gap_max"] < 1e-3
+    trees = [rollouts.tree_rows(r["tree"], tokenizer, i) for i, r in enumerate(sampled)]
+    assert rollouts.token_agreement(sampled, tokenizer, model, trees) == report  # a step passes its rows
 
 
 def test_a_sampled_special_token_is_trained_though_the_text_drops_it(sampled, policy):
