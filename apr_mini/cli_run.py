@@ -114,6 +114,12 @@ def cmd_grpo(args) -> None:
                 "epsilon_high", "loss_type", "scale_rewards", "sequence_weighting", "num_iterations", "reward",
                 "eval_steps", "eval_problems", "seed", "temperature", "min_well_formed", "efficiency_cap",
                 "trained_threads")}
+    if args.sub_call_budgets:
+        try:
+            changes["sub_call_budgets"] = tuple(int(b) for b in args.sub_call_budgets.split(","))
+        except ValueError:
+            raise UserFacingError(f"--sub-call-budgets takes comma-separated child counts such as 3,4,5,6, "
+                                  f"not {args.sub_call_budgets!r}") from None
     try:
         config = get_grpo_config(profile.name, **changes)
     except ValueError as err:
@@ -259,6 +265,8 @@ def register(sub) -> None:
     rl.add_argument("--sequence-weighting", choices=["tree", "sequence"])
     rl.add_argument("--trained-threads", choices=["all", "root"])
     rl.add_argument("--reward", choices=["binary", "efficiency", "thread_penalty"])
+    rl.add_argument("--sub-call-budgets", metavar="N,N,...", help="condition each problem's trees on 'Sub Call "
+                    "Budget: N', N drawn from these (RL of a sub-call budget model, e.g. data/cpu-apr-budget)")
     rl.add_argument("--threads", type=NON_NEGATIVE, default=0, help="torch threads (0: torch's default)")
     rl.add_argument("--rollout-server", choices=["sglang"], help="decode rollouts on an SGLang server that reloads "
                                                                 "the weights every step (GPU only)")

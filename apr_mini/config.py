@@ -173,6 +173,10 @@ class GRPOConfig:
     weight_decay: float = 0.0
     reward: str = "binary"             # a key of grpo.REWARDS
     efficiency_cap: float = 0.2        # the "efficiency" reward's cap on 1 - critical path / total tokens (ThreadWeaver)
+    # RL of a sub-call budget model: each problem's trees are conditioned on "Sub Call Budget: N", N
+    # drawn per problem from these (empty: no condition), so accuracy at a fixed number of children
+    # can be compared before and after RL (the paper's appendix: 10 children enforced)
+    sub_call_budgets: tuple[int, ...] = ()
     eval_steps: int = 10               # steps between greedy evaluations on held-out problems (0: never)
     eval_problems: int = 100
     save_steps: int = 1                # steps between checkpoints (1: a kill loses at most one step)
@@ -197,6 +201,9 @@ class GRPOConfig:
             raise ValueError(f"reward must be 'binary', 'efficiency' or 'thread_penalty', not {self.reward!r}")
         if not 0 <= self.min_well_formed <= 1:
             raise ValueError(f"min_well_formed is a share in 0..1, got {self.min_well_formed}")
+        object.__setattr__(self, "sub_call_budgets", tuple(self.sub_call_budgets))  # a resumed run's JSON gives a list
+        if any(b < 1 for b in self.sub_call_budgets):
+            raise ValueError(f"sub_call_budgets must be child counts of at least 1, got {self.sub_call_budgets}")
 
 
 GRPO_PRESETS: dict[str, GRPOConfig] = {

@@ -167,15 +167,17 @@ class Orchestrator:
         self.context = limits.context or backend.context_window
         self.problem_budget = limits.max_problem_tokens or PROBLEM_BUDGET_PER_CONTEXT * self.context
 
-    def run(self, problems: Iterable[tuple[int, Problem]], *, max_live: int = 64) -> Iterator[dict]:
+    def run(self, problems: Iterable[tuple[int, Problem] | tuple[int, Problem, str]], *,
+            max_live: int = 64) -> Iterator[dict]:
         """Yield one record per problem as soon as it finishes (not in input order):
         ``{"id", "nums", "target", "tree", "result", "verified", "reason", "metrics"}``.
-        At most ``max_live`` problems are in flight at once; ids must be unique."""
+        At most ``max_live`` problems are in flight at once; ids must be unique. A job
+        ``(id, problem, prefix)`` carries its own condition prefix in place of the engine's."""
         if max_live < 1:  # checked here, not when the first record is asked for: 0 would admit nothing, forever
             raise ValueError(f"max_live must be at least 1, got {max_live}")
         return self._run(iter(problems), max_live)
 
-    def _run(self, todo: Iterator[tuple[int, Problem]], max_live: int) -> Iterator[dict]:
+    def _run(self, todo: Iterator[tuple], max_live: int) -> Iterator[dict]:
         live: dict[int, tuple[Problem, float, list[int]]] = {}  # id -> problem, start time, thread count
         running: dict[tuple[int, str], Thread] = {}
         queue: list[Request] = []
@@ -188,12 +190,13 @@ class Orchestrator:
                 if item is None:
                     exhausted = True
                     break
-                pid, problem = item
+                pid, problem, *own = item
                 if pid in live:
                     raise ValueError(f"problem id {pid} is already running")
                 live[pid] = (problem, time.perf_counter(), [1])
                 root = Thread(pid, "root", 0, None)
-                if self._submit(root, tl.root_prompt(problem.target, problem.nums, self.prefix), queue, running):
+                prefix = own[0] if own else self.prefix
+                if self._submit(root, tl.root_prompt(problem.target, problem.nums, prefix), queue, running):
                     ended_roots.append(root)
             for root in ended_roots:
                 problem, start, _ = live.pop(root.problem)

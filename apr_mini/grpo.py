@@ -42,6 +42,7 @@ from statistics import mean
 
 import torch
 
+from . import trace_language as tl
 from .config import GRPOConfig
 from .countdown import Problem
 from .packing import block_logps, pack_rows
@@ -266,12 +267,26 @@ def step_problems(train_problems: list[Problem], config: GRPOConfig, step: int) 
     return rng.sample(train_problems, min(config.problems_per_step, len(train_problems)))
 
 
+def step_budgets(problems: list[Problem], config: GRPOConfig, step: int) -> list[int | None]:
+    """Each problem's ``Sub Call Budget`` this step (None for all without ``config.sub_call_budgets``),
+    drawn from a stream seeded by (seed, step): a resumed run draws the same."""
+    if not config.sub_call_budgets:
+        return [None] * len(problems)
+    rng = random.Random(f"grpo-budget:{config.seed}:{step}")
+    return [rng.choice(config.sub_call_budgets) for _ in problems]
+
+
 def step_rollouts(model, tokenizer, problems: list[Problem], config: GRPOConfig, *, kind: str, step: int,
                   rollouts=None) -> list[dict]:
-    """The step's trees: ``num_generations`` per problem, sampled with the step's seed."""
-    return rollout(model, tokenizer, problems, num_generations=config.num_generations, kind=kind,
-                   temperature=config.temperature, seed=rollout_seed(config.seed, step), max_batch=config.max_batch,
-                   rollouts=rollouts)
+    """The step's trees: ``num_generations`` per problem, sampled with the step's seed, each record
+    with the ``sub_call_budget`` its problem was conditioned on (None: none)."""
+    budgets = step_budgets(problems, config, step)
+    records = rollout(model, tokenizer, problems, num_generations=config.num_generations, kind=kind,
+                      temperature=config.temperature, seed=rollout_seed(config.seed, step), max_batch=config.max_batch,
+                      rollouts=rollouts, prefixes=["" if b is None else tl.condition_prefix("sub_calls", b) for b in budgets])
+    for record in records:
+        record["sub_call_budget"] = budgets[record["id"] // config.num_generations]
+    return records
 
 
 def score_rollouts(records: list[dict], tokenizer, config: GRPOConfig):

@@ -68,15 +68,17 @@ class ServerRollouts:
 
 
 def rollout(model, tokenizer, problems: list[Problem], *, num_generations: int, kind: str, temperature: float = 1.0,
-            seed: int = 0, max_batch: int = 64, rollouts=None) -> list[dict]:
+            seed: int = 0, max_batch: int = 64, rollouts=None, prefixes: list[str] | None = None) -> list[dict]:
     """``num_generations`` sampled trees per problem through the spawn/join engine (SoS+: spawning
     forbidden), in order: the trees of problem 0, then of problem 1, ... Each call keeps its sampled
     ids and log-probs where the backend returns them. ``rollouts`` says where the trees are decoded
-    (default :class:`InProcessRollouts`)."""
+    (default :class:`InProcessRollouts`); ``prefixes``, one per problem, condition its trees (e.g.
+    ``Sub Call Budget: 4 ``)."""
     backend = (rollouts or InProcessRollouts()).backend(model, tokenizer, max_batch)
     limits = Limits() if kind == "apr" else Limits(max_depth=0)
     engine = Orchestrator(backend, limits, temperature=temperature, seed=seed, keep_tokens=True)
-    jobs = [(i * num_generations + g, p) for i, p in enumerate(problems) for g in range(num_generations)]
+    jobs = [(i * num_generations + g, p, prefixes[i] if prefixes else "") for i, p in enumerate(problems)
+            for g in range(num_generations)]
     try:
         return sorted(engine.run(jobs, max_live=max(1, max_batch)), key=lambda r: r["id"])
     finally:

@@ -155,8 +155,8 @@ def deep(args) -> None:
     print("|---|---|---|---|---|---|---|")
     for threads, results in runs.items():
         med = {k: statistics.median(r[k] for r in results) for k in results[0]}
-        print(f"| {threads} | {med['step_s']:.1f} | {med['rollout_s']:.1f} | {med['tree_tokens'] / med['rollout_s']:,.0f} | "
-              f"{med['train_s']:.1f} | {med['trained_tokens'] / med['train_s']:,.0f} | {med['peak_rss_mb']:.0f} |")
+        print(f"| {threads} | {med['step_s']:.1f} | {med['rollout_s']:.1f} | {med['tree_tokens'] / max(med['rollout_s'], 1e-3):,.0f} | "
+              f"{med['train_s']:.1f} | {med['trained_tokens'] / max(med['train_s'], 1e-3):,.0f} | {med['peak_rss_mb']:.0f} |")
     pairs = [one["step_s"] / two["step_s"] for one, two in zip(runs[1], runs[2])]
     print(f"two threads against one, per round: {', '.join(f'{p:.2f}x' for p in pairs)}")
 

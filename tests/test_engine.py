@@ -134,6 +134,18 @@ def test_budget_prefix_reaches_root_and_children():
     assert spawned and all(c["main_calls"][0].startswith(prefix) for r in spawned for c in r["tree"]["sub_calls"][0])
 
 
+def test_a_job_can_carry_its_own_prefix():
+    """GRPO of a budget model conditions each problem on its own budget within one batch."""
+    problems = problem_chunk(TASK, 5, "budget", 0, 4)
+    plain = [apr_tree(p, beam=3, sub_beam=4, spawn_probability=1.0, rng=random.Random(i)) for i, p in enumerate(problems)]
+    conditioned = [condition_tree(t, "tokens", token_budget_step=4096) for t in plain]
+    prefix = tl.condition_prefix("tokens", 4096)
+    engine = Orchestrator(ScriptedBackend(scripted_from_trees(plain + conditioned)))
+    jobs = [(i, p, prefix if i % 2 else "") for i, p in enumerate(problems)]
+    records = sorted(engine.run(jobs), key=lambda r: r["id"])
+    assert [bare(r["tree"]) for r in records] == [conditioned[i] if i % 2 else plain[i] for i in range(len(problems))]
+
+
 def test_a_non_ascii_number_in_model_output_is_a_recorded_result_not_a_crash():
     problems, trees = nested_trees(4, max_depth=1)
     script = scripted_from_trees(trees)

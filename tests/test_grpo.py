@@ -256,6 +256,24 @@ def test_collapse_stops_the_run_with_a_clear_message(tmp_path):
     assert available_models(config)[1] == [f"{tmp_path} (its GRPO run collapsed at step 1)"]  # reported, with why
 
 
+def test_a_budget_models_trees_are_conditioned_per_problem(tokenizer):
+    """sub_call_budgets: each problem's group shares one drawn budget, in its root prompt and record."""
+    torch.manual_seed(0)
+    problems = load_problems(TRAIN, 3)
+    config = GRPOConfig(num_generations=2, sub_call_budgets=[3, 5], max_batch=8)  # a list, as a resumed run's JSON
+    assert config.sub_call_budgets == (3, 5)
+    budgets = grpo.step_budgets(problems, config, step=4)
+    assert budgets == grpo.step_budgets(problems, config, step=4) and set(budgets) <= {3, 5}
+    records = grpo.step_rollouts(_tiny_model(), tokenizer, problems, config, kind="apr", step=4)
+    for record in records:
+        budget = budgets[record["id"] // 2]
+        assert record["sub_call_budget"] == budget
+        assert record["tree"]["main_calls"][0].startswith(tl.condition_prefix("sub_calls", budget))
+    assert grpo.step_budgets(problems, GRPOConfig(), step=4) == [None] * 3
+    with pytest.raises(ValueError, match="sub_call_budgets"):
+        GRPOConfig(sub_call_budgets=(0,))
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="loss_type"):
         GRPOConfig(loss_type="ppo")
@@ -291,6 +309,8 @@ def test_command_line_errors_are_one_line(tmp_path):
     assert exit_info.value.code == 2
     with pytest.raises(SystemExit):
         main(["grpo", "--checkpoint", str(TINY_APR), "--kind", "apr", "--num-generations", "0"])
+    with pytest.raises(SystemExit):
+        main(["grpo", "--checkpoint", str(TINY_APR), "--kind", "apr", "--sub-call-budgets", "3,four"])
 
 
 def test_curve_points_past_the_last_checkpoint_are_dropped(tmp_path):
