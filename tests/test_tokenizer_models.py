@@ -68,7 +68,9 @@ def test_presets(tokenizer):
     assert table["gpu"]["head_dim"] >= 64  # SGLang's attention kernels
     model = build_model("tiny", tokenizer)
     assert model.config.vocab_size == len(tokenizer) and model.config.tie_word_embeddings
-    assert set(MODEL_PRESETS) == {"tiny", "cpu", "cpu4", "t4", "gpu"}
-    # the deep task's model is the cpu model with a longer window, so the cpu models warm-start it
+    assert set(MODEL_PRESETS) == {"tiny", "cpu", "cpu4", "cpu4-room", "t4", "gpu"}
+    # the deep task's model is the cpu model with a longer window, so the cpu models warm-start it; the
+    # SoS+ model with room is the same model with a window that fits most of its searches
     assert table["cpu4"]["parameters"] == table["cpu"]["parameters"] and table["cpu4"]["context"] == 1536
+    assert table["cpu4-room"]["parameters"] == table["cpu4"]["parameters"] and table["cpu4-room"]["context"] == 4096
     assert table["t4"]["head_dim"] >= 64 and table["t4"]["parameters"] < 30e6  # one T4, SGLang's kernels
