@@ -174,8 +174,8 @@ def cmd_reproduce(args) -> None:
         if not (out / "summary.json").is_file():
             raise UserFacingError(f"no {out}/summary.json to redraw: run reproduce without --redraw first")
         summary = json.loads((out / "summary.json").read_text())
-        attach_depth(config, summary)
-        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        if attach_depth(config, summary):  # the contrast task's summary may be newer than this one
+            (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         (out / "claims.md").write_text(claims_markdown(summary) + "\n")
         write_claim_figures(summary, out)
         print(f"redrew {out}/claims.md and the figures from {out}/summary.json")
@@ -287,7 +287,7 @@ def register(sub) -> None:
     rep.add_argument("--only", metavar="ROLES", help="comma-separated roles (e.g. apr_sft,sosp_room) whose untimed "
                      "records to run, and no summary: two processes, or sessions, share a long reproduction")
     rep.add_argument("--redraw", action="store_true", help="only rewrite claims.md and the figures from the "
-                     "results folder's summary.json (no engine run)")
+                     "results folder's summary.json (no engine run; its depth rows from the profile's contrast summary)")
     rep.add_argument("--no-progress", action="store_true")
     rep.set_defaults(fn=cmd_reproduce)
     compare = sub.add_parser("compare", help="paired accuracy difference of two records files (infer or grpo --ship)")

@@ -203,12 +203,14 @@ def reproduce(config: ReproduceConfig, *, progress: bool = True, command: str = 
     return summary
 
 
-def attach_depth(config: ReproduceConfig, summary: dict) -> None:
+def attach_depth(config: ReproduceConfig, summary: dict) -> bool:
     """Set ``summary["depth"]`` (:func:`apr_mini.claims.depth_rows`) from ``config.contrast``, the other
-    task's summary, where it is there; without it the depth figure is left out."""
-    if config.contrast and Path(config.contrast).is_file():
-        other = json.loads(Path(config.contrast).read_text())
-        summary["depth"] = depth_rows({other["config"].get("task", ReproduceConfig.task): other, config.task: summary})
+    task's summary, where it is there (and say whether it was); without it the depth figure is left out."""
+    if not (config.contrast and Path(config.contrast).is_file()):
+        return False
+    other = json.loads(Path(config.contrast).read_text())
+    summary["depth"] = depth_rows({other["config"].get("task", ReproduceConfig.task): other, config.task: summary})
+    return True
 
 
 def save_trees(config: ReproduceConfig, models: dict[str, list[str]], runs: list[Run], folder: Path) -> None:

@@ -135,7 +135,7 @@ def tokenize_rows(rows: list[dict], tokenizer, context: int, seed: int = 0, over
 
 def row_lengths(rows: list[dict], tokenizer) -> list[int]:
     """Each row's length as trained: BOS + prompt + completion + EOS."""
-    return [len(ids) + 1 for ids in tokenizer([r["prompt"] + r["completion"] for r in rows])["input_ids"]]
+    return [len(ids) + 1 for ids in _token_ids(tokenizer, [r["prompt"] + r["completion"] for r in rows])]
 
 
 def overflow_shares(lengths: list[int], contexts) -> dict[int, float]:
