@@ -1,4 +1,4 @@
-"""The summary of a reproduction: figure points, the paper's three claims, RL before/after, losses.
+"""The summary of a reproduction: figure points, the paper's three claims, losses (RL before/after: :mod:`apr_mini.rl_effects`).
 
 :func:`apr_mini.results.reproduce` runs the engine and hands this module the finished records;
 everything here is arithmetic on them, so it runs in a second on a records folder. Each figure point
@@ -10,20 +10,18 @@ statistic. Each claim sets APR against SoS+ with a paired bootstrap difference
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
-from pathlib import Path
 from statistics import mean, median
-from typing import Callable
 
 from .attribution import loss_attribution
-from .config import ReproduceConfig
-from .inference import fits_window, problem_rows
-from .stats import bootstrap_difference, bootstrap_mean, paired_difference
+from .config import ROLES, ReproduceConfig
+from .inference import Records, fits_window, problem_rows
+from .rl_effects import fixed_children_sentence, rl_changes, rl_fixed_children
+from .stats import bootstrap_difference, bootstrap_mean
 
-ROLES = ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo", "sosp_budget", "apr_budget", "sosp_room")
 LABELS = {"sosp_sft": "SoS+", "apr_sft": "APR", "sosp_grpo": "SoS+ GRPO", "apr_grpo": "APR GRPO",
-          "sosp_budget": "SoS+ token budget", "apr_budget": "APR sub-call budget", "sosp_room": "SoS+ with room"}
+          "sosp_budget": "SoS+ token budget", "apr_budget": "APR sub-call budget",
+          "apr_budget_grpo": "APR sub-call budget GRPO", "sosp_room": "SoS+ with room"}
 PAPER = {  # abstract and section 5: APR and SoS+ accuracy (%)
     "context": {"setting": "4k-token context", "apr": 83.4, "sosp": 60.0},
     "compute": {"setting": "20k total tokens", "apr": 80.1, "sosp": 66.6},
@@ -32,9 +30,6 @@ PAPER = {  # abstract and section 5: APR and SoS+ accuracy (%)
     "compute_saving_vs_pass8": 57.4,
 }
 
-
-# one finished run's records, by (role, training seed, run name), e.g. ("apr_sft", 0, "window-512")
-Records = Callable[[str, int, str], list[dict]]
 
 COSTS = ("total_tokens", "longest_sequence", "critical_path", "children", "latency_s")
 
@@ -158,53 +153,6 @@ def _latency_points(config, records: Records, timed) -> list[dict]:
     return points
 
 
-def grpo_pairs(models: dict[str, list[str]], fingerprints: dict[str, str], method: str) -> list[tuple[int, int]]:
-    """(SFT seed, GRPO seed) for each GRPO model whose ``metrics.json`` names, by fingerprint, the SFT
-    model it started from: RL's before/after compares each run with its own starting point."""
-    sft = [fingerprints[c] for c in models[f"{method}_sft"]]
-    pairs = []
-    for g, checkpoint in enumerate(models[f"{method}_grpo"]):
-        metrics = Path(checkpoint) / "metrics.json"
-        source = json.loads(metrics.read_text()).get("source_fingerprint") if metrics.exists() else None
-        if source in sft:
-            pairs.append((sft.index(source), g))
-    return pairs
-
-
-def _rl(config, records: Records, models, fingerprints) -> dict:
-    """RL before/after for each method: the per-problem differences of every (SFT, GRPO) pair, as a
-    seeds x problems matrix, so the interval resamples both problems and training seeds."""
-    out = {}
-    full = f"window-{config.windows[-1]}"
-    for method in ("sosp", "apr"):
-        pairs = grpo_pairs(models, fingerprints, method)
-        if not pairs:
-            continue
-        before = [records(f"{method}_sft", s, full) for s, _ in pairs]
-        after = [records(f"{method}_grpo", g, full) for _, g in pairs]
-        b = [problem_rows(seed_records) for seed_records in before]
-        a = [problem_rows(seed_records) for seed_records in after]
-        stats = bootstrap_mean([[float(y["accuracy"]) - float(x["accuracy"]) for x, y in zip(seed_b, seed_a)]
-                                for seed_b, seed_a in zip(b, a)], config.bootstrap)
-
-        def pooled(rows: list[list[dict]], c: str) -> float:
-            return mean(r[c] for seed_rows in rows for r in seed_rows)
-
-        def relative(c: str) -> float | None:  # None where there is nothing to compare (SoS+ has no children)
-            return round(100 * (pooled(a, c) / pooled(b, c) - 1), 1) if pooled(b, c) else None
-
-        accuracy = {"before": round(pooled(b, "accuracy"), 4), "after": round(pooled(a, "accuracy"), 4),
-                    "difference": stats["mean"], "ci95": stats["ci95"], "n": stats["n"], "pairs": len(pairs),
-                    "seed_differences": stats["seeds"], "seed_sd": stats["seed_sd"],
-                    "within_noise": stats["ci95"][0] <= 0 <= stats["ci95"][1]}
-        out[method] = {"accuracy": accuracy,
-                       "relative_change_percent": {c: relative(c) for c in ("children", "longest_sequence", "total_tokens")},
-                       "per_seed": [{"sft": models[f"{method}_sft"][s], "grpo": models[f"{method}_grpo"][g],
-                                     **paired_difference(seed_before, seed_after)}
-                                    for (s, g), seed_before, seed_after in zip(pairs, before, after)]}
-    return out
-
-
 def _side(point: dict | None) -> dict | None:
     keys = ("label", "name", "accuracy", "ci95", "seeds", "n", "total_tokens", "latency_alone_s")
     return {k: point[k] for k in keys if k in point} if point else None
@@ -300,7 +248,7 @@ def _losses(config, records: Records, models) -> dict:
     """Where each model loses at the models' own window (:func:`apr_mini.attribution.loss_attribution`),
     one table per training seed."""
     return {role: [loss_attribution(records(role, s, f"window-{own_window(config, role)}")) for s in range(len(seeds))]
-            for role, seeds in models.items() if seeds and not role.endswith("_budget")}
+            for role, seeds in models.items() if seeds and "budget" not in role}
 
 
 def summarize_reproduction(config: ReproduceConfig, models: dict[str, list[str]], fingerprints: dict[str, str],
@@ -317,7 +265,8 @@ def summarize_reproduction(config: ReproduceConfig, models: dict[str, list[str]]
                    for role, cs in models.items()},
         "missing": missing, "paper": PAPER,
         "claims": claims(config, context, compute, latency), "derivation_check": check,
-        "rl": _rl(config, records, models, fingerprints), "context": context, "compute": compute, "latency": latency,
+        "rl": rl_changes(config, records, models, fingerprints),
+        "rl_fixed_children": rl_fixed_children(config, records, models, fingerprints), "context": context, "compute": compute, "latency": latency,
         "losses": _losses(config, records, models),
     }
 
@@ -389,6 +338,8 @@ def claims_markdown(summary: dict) -> str:
         lines += ["", saving_sentence(summary["claims"]["compute_saving"])]
     if summary["claims"].get("latency_goal"):
         lines += ["", latency_sentence(summary["claims"]["latency_goal"])]
+    if summary.get("rl_fixed_children"):
+        lines += ["", fixed_children_sentence(summary["rl_fixed_children"])]
     if summary.get("depth"):
         lines += ["", "Depth: APR minus SoS+ on each task (the claims' headline rows).", "", depth_markdown(summary["depth"])]
     seeds = ", ".join(f"{role.replace('_', ' ')} {len(entries)}" for role, entries in summary["models"].items())

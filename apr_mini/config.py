@@ -232,6 +232,10 @@ def get_grpo_config(name: str | None = None, **changes) -> GRPOConfig:
     return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
+# the model roles of a reproduction, each a ReproduceConfig field of checkpoints (one per training seed)
+ROLES = ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo", "sosp_budget", "apr_budget", "apr_budget_grpo", "sosp_room")
+
+
 @dataclass(frozen=True)
 class ReproduceConfig:
     """What ``python -m apr_mini reproduce`` evaluates (:mod:`apr_mini.results`). Each model role is
@@ -252,6 +256,8 @@ class ReproduceConfig:
                                     "data/seeds/cpu-sosp-budget-seed2")
     apr_budget: tuple[str, ...] = ("data/cpu-apr-budget", "data/seeds/cpu-apr-budget-seed1",
                                    "data/seeds/cpu-apr-budget-seed2")
+    # each APR budget model after GRPO on its own drawn "Sub Call Budget: N": RL at a fixed number of children
+    apr_budget_grpo: tuple[str, ...] = ("data/cpu-apr-budget-grpo",)
     # SoS+ trained with a window that fits most of its searches (evaluated at room_window, its own):
     # the sequential baseline of the latency claim, which a SoS+ model cut by its window is not
     sosp_room: tuple[str, ...] = ()
@@ -290,8 +296,7 @@ class ReproduceConfig:
             return path if os.path.isabs(path) else os.path.join(root, path)
 
         paths = {name: move(getattr(self, name)) for name in ("problems", "out", "records", "contrast") if getattr(self, name)}
-        models = {role: tuple(move(c) for c in getattr(self, role))
-                  for role in ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo", "sosp_budget", "apr_budget", "sosp_room")}
+        models = {role: tuple(move(c) for c in getattr(self, role)) for role in ROLES}
         return dataclasses.replace(self, **paths, **models)
 
 
@@ -300,7 +305,8 @@ REPRODUCE_PRESETS: dict[str, ReproduceConfig] = {
     # stand in for every role, so the plumbing runs end to end in about a minute; its numbers mean nothing.
     "tiny": ReproduceConfig(n_problems=4, sosp_sft=("data/tiny-sosp",), apr_sft=("data/tiny-apr",),
                             sosp_grpo=(), apr_grpo=(), sosp_budget=("data/tiny-sosp",),
-                            apr_budget=("data/tiny-apr",), sosp_room=("data/tiny-sosp",), room_window=512,
+                            apr_budget=("data/tiny-apr",), apr_budget_grpo=(), sosp_room=("data/tiny-sosp",),
+                            room_window=512,
                             windows=(256, 384), derivation_window=256,
                             token_budgets=(256, 384), sub_call_budgets=(2, 4), ks=(1, 2), sample_seeds=1,
                             latency_problems=2, latency_rounds=2, bootstrap=200, out="runs/reproduce/tiny/results",
@@ -309,20 +315,21 @@ REPRODUCE_PRESETS: dict[str, ReproduceConfig] = {
     # The deep task (4 numbers): reported on its test split, which no choice of settings has seen. Sized
     # to the CPU: a deep APR tree costs about 17 CPU-seconds at the full window (the seed-1 model's 50
     # shipping problems: 870 s), so each APR run of 100 problems is about half an hour at one thread,
-    # 6 greedy runs and 400 sampled trees in all; `reproduce --only ROLES` splits it over two processes
+    # 6 greedy runs and 400 sampled trees in all; `reproduce --only ROLES` splits it over two processes.
+    # It spans sessions, so its records are committed (data/results-cpu4/records) and a rerun resumes them
     "cpu4": ReproduceConfig(problems="data/countdown-cpu4/problems_test.jsonl", n_problems=100,
                             sosp_sft=("data/cpu4-sosp", "data/seeds/cpu4-sosp-seed1", "data/seeds/cpu4-sosp-seed2"),
                             apr_sft=("data/cpu4-apr", "data/seeds/cpu4-apr-seed1", "data/seeds/cpu4-apr-seed2"),
-                            sosp_grpo=(), apr_grpo=(), sosp_budget=(), apr_budget=(),
+                            sosp_grpo=(), apr_grpo=(), sosp_budget=(), apr_budget=(), apr_budget_grpo=(),
                             sosp_room=("data/cpu4-sosp-room",), room_window=4096,
                             task="4 numbers", contrast="data/results/summary.json",
                             windows=(1024, 1536), derivation_window=1024, token_budgets=(1024, 1536),
                             ks=(1, 2, 4), sample_seeds=1,
-                            out="data/results-cpu4", records="runs/reproduce/cpu4"),
+                            out="data/results-cpu4", records="data/results-cpu4/records"),
     # One T4: the models a t4-profile run ships (notebooks 03 and 05 under APR_PROFILE=t4; none committed)
     "t4": ReproduceConfig(problems="runs/t4/data/problems_val.jsonl", n_problems=500, sosp_sft=("runs/t4/sosp",),
                           apr_sft=("runs/t4/apr",), sosp_grpo=("runs/t4/sosp-grpo",), apr_grpo=("runs/t4/apr-grpo",),
-                          sosp_budget=("runs/t4/sosp-budget",), apr_budget=("runs/t4/apr-budget",),
+                          sosp_budget=("runs/t4/sosp-budget",), apr_budget=("runs/t4/apr-budget",), apr_budget_grpo=(),
                           windows=(768, 1024, 1280, 1536), derivation_window=1024,
                           token_budgets=(768, 1024, 1280, 1536), sub_call_budgets=(3, 4, 5, 6), sample_seeds=1,
                           out="runs/t4/results", records="runs/reproduce/t4"),
@@ -330,7 +337,7 @@ REPRODUCE_PRESETS: dict[str, ReproduceConfig] = {
     "gpu": ReproduceConfig(problems="runs/gpu/data/problems_val.jsonl", n_problems=1000,
                            sosp_sft=("runs/gpu/sosp",), apr_sft=("runs/gpu/apr",), sosp_grpo=("runs/gpu/sosp-grpo",),
                            apr_grpo=("runs/gpu/apr-grpo",), sosp_budget=("runs/gpu/sosp-budget",),
-                           apr_budget=("runs/gpu/apr-budget",), windows=(1024, 2048, 3072, 4096),
+                           apr_budget=("runs/gpu/apr-budget",), apr_budget_grpo=(), windows=(1024, 2048, 3072, 4096),
                            derivation_window=2048, token_budgets=(1024, 2048, 3072, 4096),
                            sub_call_budgets=(2, 4, 6, 8, 10), sample_seeds=1, out="runs/gpu/results",
                            records="runs/reproduce/gpu"),
@@ -352,50 +359,14 @@ def get_profile(name: str | None = None) -> Profile:
     return PROFILES[name]
 
 
-# Plotly's JSON for JupyterLab, plus HTML with plotly.js inlined, so that a figure also shows in an
-# exported page (nbconvert --to html) and in viewers that do not run Plotly's extension. Colab shows
-# each output in its own frame, which plotly's own "colab" renderer is made for.
-NOTEBOOK_RENDERER = "plotly_mimetype+notebook"
-COLAB_RENDERER = "colab"
-# the committed outputs (apr_mini.notebook_outputs): PNGs, which GitHub shows without JavaScript
-STATIC_FIGURES_ENV = "APR_STATIC_FIGURES"
-STATIC_RENDERER = "png"
-
-
-def notebook_renderer() -> str:
-    """The plotly renderer for where this kernel runs: :data:`STATIC_RENDERER` when
-    ``$APR_STATIC_FIGURES`` is set, :data:`COLAB_RENDERER` on Colab, else :data:`NOTEBOOK_RENDERER`."""
-    import sys
-
-    if os.environ.get(STATIC_FIGURES_ENV):
-        return STATIC_RENDERER
-    return COLAB_RENDERER if "google.colab" in sys.modules else NOTEBOOK_RENDERER
-
-
-def use_notebook_renderer() -> None:
-    """Make every ``figure.show()`` render with :func:`notebook_renderer` (notebooks call this once)."""
-    import plotly.io as pio
-
-    pio.renderers.default = notebook_renderer()
-    if pio.renderers.default == STATIC_RENDERER:
-        import warnings
-
-        import kaleido
-
-        # one browser draws every figure of the notebook; MathJax would come from a CDN, and no figure needs it
-        pio.defaults.mathjax = None
-        warnings.filterwarnings("ignore", message="The kopts argument is ignored if using a server")
-        pio.renderers[STATIC_RENDERER].width = 900
-        kaleido.start_sync_server(mathjax=False, silence_warnings=True)
-
-
 def print_environment(profile: Profile, packages=("torch", "transformers", "trl", "plotly", "ipywidgets")) -> None:
     """The notebooks' first cell: versions, profile and where to change it; it also picks the
-    figures' renderer (:func:`use_notebook_renderer`)."""
+    figures' renderer (:func:`apr_mini.renderer.use_notebook_renderer`)."""
     import platform
     from importlib import metadata
 
     from . import __version__
+    from .renderer import use_notebook_renderer
 
     versions = [f"python {platform.python_version()}", f"apr_mini {__version__}"]
     for name in packages:

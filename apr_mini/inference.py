@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import mean
@@ -144,6 +145,10 @@ def solution_key(result: str | None) -> str | None:
     except tl.TraceFormatError:
         return None
     return ";".join(map(str, steps)) if reached and steps else None
+
+
+# one finished run's records, by (role, training seed, run name), e.g. ("apr_sft", 0, "window-512")
+Records = Callable[[str, int, str], list[dict]]
 
 
 def problem_rows(records: list[dict]) -> list[dict]:

@@ -17,7 +17,8 @@ import json
 import os
 from pathlib import Path
 
-from .config import STATIC_FIGURES_ENV, UserFacingError
+from .config import UserFacingError
+from .renderer import STATIC_FIGURES_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_BYTES = 2_000_000  # a committed notebook: images and text, not an inlined plotly.js per figure

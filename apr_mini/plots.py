@@ -9,7 +9,6 @@ import plotly.graph_objects as go
 # One colour per method, in every figure of every notebook
 METHOD_COLORS = {"SoS+": "#EF553B", "APR": "#636EFA"}
 
-
 def find_browser() -> str | None:
     """The Chrome or Chromium that kaleido will drive (``$BROWSER_PATH`` first, then the usual names on
     ``PATH``), or None: without one, figures are HTML only."""

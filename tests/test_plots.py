@@ -7,7 +7,8 @@ import plotly.io as pio
 import pytest
 
 from apr_mini import plots
-from apr_mini.config import COLAB_RENDERER, NOTEBOOK_RENDERER, get_profile, notebook_renderer, print_environment
+from apr_mini.config import get_profile, print_environment
+from apr_mini.renderer import COLAB_RENDERER, NOTEBOOK_RENDERER, notebook_renderer
 
 
 def record(pid, verified, tokens):
@@ -58,7 +59,7 @@ def test_claim_figures_are_written_as_html_and_a_stale_png_is_removed_when_none_
 
 
 def test_committed_outputs_render_figures_as_images(monkeypatch):
-    from apr_mini.config import STATIC_FIGURES_ENV, STATIC_RENDERER
+    from apr_mini.renderer import STATIC_FIGURES_ENV, STATIC_RENDERER
 
     monkeypatch.setenv(STATIC_FIGURES_ENV, "1")
     assert notebook_renderer() == STATIC_RENDERER

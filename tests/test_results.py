@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from apr_mini import claims, plots, results
+from apr_mini import claims, plots, results, rl_effects
 from apr_mini.config import get_reproduce_config
 from apr_mini.countdown import problem_chunk
 from apr_mini.demonstrations import sosp_trace
@@ -214,8 +214,8 @@ def test_rl_pairs_each_grpo_model_with_the_sft_seed_it_started_from(tmp_path):
         (tmp_path / grpo / "metrics.json").write_text(json.dumps({"source_fingerprint": source}))
     models = {role: [str(tmp_path / c) if "grpo" in c else c for c in cs] for role, cs in models.items()}
     fingerprints.update({str(tmp_path / c): f for c, f in fingerprints.items() if "grpo" in c})
-    assert claims.grpo_pairs(models, fingerprints, "sosp") == [(1, 0)]
-    assert claims.grpo_pairs(models, fingerprints, "apr") == []
+    assert rl_effects.grpo_pairs(models, fingerprints, "sosp_sft", "sosp_grpo") == [(1, 0)]
+    assert rl_effects.grpo_pairs(models, fingerprints, "apr_sft", "apr_grpo") == []
 
     def write(role, seed, verified, tokens):
         run = results.Run(role, seed, f"window-{config.windows[-1]}", None, len(verified))
@@ -229,7 +229,7 @@ def test_rl_pairs_each_grpo_model_with_the_sft_seed_it_started_from(tmp_path):
 
     runs = [write("sosp_sft", 0, [1] * 20, 100), write("sosp_sft", 1, ([0] * 5 + [1] * 5) * 2, 100),
             write("sosp_grpo", 0, ([1] * 3 + [0] * 2 + [1] * 5) * 2, 90)]  # 6 problems gained, none lost
-    rl = claims._rl(config, lambda role, seed, name: results.load_records(config, results._find(runs, role, seed, name)),
+    rl = rl_effects.rl_changes(config, lambda role, seed, name: results.load_records(config, results._find(runs, role, seed, name)),
                     models, fingerprints)
     assert set(rl) == {"sosp"}  # seed 0's SFT model (all solved) is not what the GRPO run started from
     accuracy = rl["sosp"]["accuracy"]
@@ -237,6 +237,40 @@ def test_rl_pairs_each_grpo_model_with_the_sft_seed_it_started_from(tmp_path):
     assert accuracy["ci95"][0] > 0 and not accuracy["within_noise"]
     assert rl["sosp"]["relative_change_percent"] == {"children": None, "longest_sequence": -10.0, "total_tokens": -10.0}
     assert rl["sosp"]["per_seed"][0]["gained"] == 6 and rl["sosp"]["per_seed"][0]["lost"] == 0
+
+
+def test_rl_at_a_fixed_number_of_children_compares_each_budget_before_and_after(tmp_path):
+    """The fixed-children comparison: a sub-call budget model and its GRPO run (started from it), at
+    every budget, paired; a budget model with no GRPO run gives no row, and the timed rounds leave
+    the GRPO budget model out (claim 3 times the SFT models only)."""
+    config = get_reproduce_config("tiny", records=str(tmp_path / "records"), bootstrap=300)
+    grpo = tmp_path / "budget-grpo"
+    grpo.mkdir()
+    (grpo / "metrics.json").write_text(json.dumps({"source_fingerprint": "budget 0123"}))
+    models = {"apr_budget": ["budget"], "apr_budget_grpo": [str(grpo)]}
+    fingerprints = {"budget": "budget 0123", str(grpo): "grpo 4567"}
+    outcomes = {("apr_budget", 2): [1, 0] * 5, ("apr_budget_grpo", 2): [1, 0] * 5,   # no change at 2 children
+                ("apr_budget", 4): [1, 0] * 5, ("apr_budget_grpo", 4): [1, 1] * 5}   # +50 points at 4
+    records = {}
+    for (role, budget), verified in outcomes.items():
+        metrics = {"total_tokens": 100, "longest_sequence": 50, "critical_path": 60, "children": budget,
+                   "n_threads": budget + 1, "spawn_depth": 1, "latency_s": 0.1, "prefill_tokens": 0,
+                   "decode_tokens": 100, "failures": []}
+        records[(role, 0, f"budget-{budget}")] = [{"id": i, "sample": 0, "verified": v, "result": None,
+                                                   "metrics": metrics} for i, v in enumerate(verified)]
+    fixed = rl_effects.rl_fixed_children(config, lambda role, seed, name: records[(role, seed, name)], models, fingerprints)
+    assert set(fixed) == {"2", "4"}
+    assert fixed["2"]["accuracy"]["difference"] == 0 and fixed["2"]["accuracy"]["within_noise"]
+    assert fixed["4"]["accuracy"]["difference"] == 0.5 and not fixed["4"]["accuracy"]["within_noise"]
+    sentence = rl_effects.fixed_children_sentence(fixed)
+    assert "2 children 50.0% -> 50.0% (+0.0" in sentence and "within noise" in sentence
+    assert "4 children 50.0% -> 100.0% (+50.0" in sentence
+    assert rl_effects.rl_fixed_children(config, lambda *a: [], {"apr_budget": ["budget"], "apr_budget_grpo": []},
+                                        fingerprints) == {}
+
+    plan = results.plan(config, {"apr_budget": ["budget"], "apr_budget_grpo": [str(grpo)]})
+    assert {r.name for r in plan if r.role == "apr_budget_grpo"} == {"budget-2", "budget-4"}
+    assert {r.role for r in results.latency_plan(config, plan)} == {"apr_budget"}
 
 
 def test_redraw_rewrites_the_block_and_figures_from_the_summary_alone(tmp_path, capsys):
