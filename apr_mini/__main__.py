@@ -113,7 +113,7 @@ def cmd_evaluate(args) -> None:
     import json
 
     from .data import load_problems
-    from .sft import evaluate_checkpoint
+    from .inference import evaluate_checkpoint
 
     problems = load_problems(args.problems, args.n)
     scores = evaluate_checkpoint(args.checkpoint, problems, kind=args.kind, temperature=args.temperature)

@@ -14,6 +14,9 @@ sequence, the critical path and latency. Every method runs on the same engine
 Each finished sample is one JSON line, appended as soon as it finishes, so a killed run resumes
 where it stopped (``run_eval`` skips the samples already in the file); the run's settings are stored
 next to it and a resume with other settings is refused.
+
+:func:`evaluate` is the quick check that SFT runs during training and when it ships a model: the
+parent decoded alone, its children from their prompts, and the share the whole engine solves.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from . import trace_language as tl
 
 from . import trace_trees as tt
 from .config import UserFacingError
-from .countdown import Problem
+from .countdown import Problem, is_solvable
 from .data import drop_torn_tail, read_jsonl
 from .engine import CONTEXT_FULL, Backend, Limits, Orchestrator
+from .generation import generate
 
 
 class ResumeMismatch(UserFacingError, ValueError):
@@ -269,3 +273,73 @@ def open_backend(checkpoint: str | Path, *, kind: str = "transformers", join: st
 
     model = load_model(checkpoint, device or get_device(verbose=False))
     return TransformersBackend(model, load_tokenizer(checkpoint), join=join, max_batch=max_batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation without the parallel engine
+# ---------------------------------------------------------------------------------------------
+
+def evaluate_checkpoint(checkpoint: str | Path, problems: list[Problem], *, kind: str,
+                        temperature: float = 0.0) -> dict:
+    """Load a saved model and tokenizer and :func:`evaluate` them."""
+    from .models import load_model
+    from .tokenizer import load_tokenizer
+
+    model, tokenizer = load_model(checkpoint), load_tokenizer(checkpoint)
+    return evaluate(model, tokenizer, problems, kind=kind, temperature=temperature)
+
+
+def evaluate(model, tokenizer, problems: list[Problem], *, kind: str = "sosp", temperature: float = 0.0,
+             batch_size: int = 64) -> dict:
+    """SoS+: sample a trace per problem and verify it. APR: sample the parent; where it spawns, check
+    the spawn is well-formed, run the children from their prompts and verify their results on their
+    own sub-problems; and, as ``engine_verified``, the share of problems the full spawn/join engine
+    (notebook 04) solves with this model."""
+    prompts = [tl.root_prompt(p.target, p.nums) for p in problems]
+    parents = generate(model, tokenizer, prompts, temperature=temperature, batch_size=batch_size)
+    texts = [s.prompt + s.completion for s in parents]
+    verdicts = [tl.verify_trace(t, p.nums, p.target) for t, p in zip(texts, problems)]
+    scores = {
+        "n": len(problems),
+        "verified": round(sum(map(bool, verdicts)) / max(1, len(problems)), 4),
+        "finished": round(sum(s.finished for s in parents) / max(1, len(problems)), 4),
+        "mean_new_tokens": round(sum(s.new_tokens for s in parents) / max(1, len(problems)), 1),
+    }
+    if kind == "apr":
+        from .backends import TransformersBackend
+        from .engine import run_problems
+
+        scores.update(evaluate_children(model, tokenizer, texts, temperature=temperature, batch_size=batch_size))
+        was_training = model.training
+        records = run_problems(TransformersBackend(model, tokenizer, max_batch=batch_size), problems,
+                               temperature=temperature)
+        model.train(was_training)
+        scores["engine_verified"] = round(sum(r["verified"] for r in records) / max(1, len(problems)), 4)
+    return scores
+
+
+def evaluate_children(model, tokenizer, parent_texts: list[str], *, temperature: float = 0.0,
+                      batch_size: int = 64) -> dict:
+    """For parents that end in a spawn: how many spawns parse, and how many children solve their
+    sub-problem (among children whose sub-problem is solvable at all)."""
+    spawning = [t for t in parent_texts if tl.is_spawn(t)]
+    child_prompts, bad_spawns = [], 0
+    for text in spawning:
+        try:
+            child_prompts.extend(tl.child_prompts(text))
+        except tl.TraceFormatError:
+            bad_spawns += 1
+    children = generate(model, tokenizer, child_prompts, temperature=temperature, batch_size=batch_size)
+    solvable = solved = 0
+    for child in children:
+        node = tl.parse_prompt(child.prompt)
+        if is_solvable(node.nums, node.target):
+            solvable += 1
+            solved += bool(tl.verify_trace(child.prompt + child.completion, node.nums, node.target))
+    return {
+        "spawn_rate": round(len(spawning) / max(1, len(parent_texts)), 4),
+        "spawns_well_formed": round((len(spawning) - bad_spawns) / max(1, len(spawning)), 4),
+        "children": len(children),
+        "children_solvable": solvable,
+        "children_solved_of_solvable": round(solved / max(1, solvable), 4),
+    }

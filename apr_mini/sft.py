@@ -1,4 +1,4 @@
-"""Supervised fine-tuning on demonstrations with TRL's ``SFTTrainer``, plus engine-free evaluation.
+"""SFT on demonstrations with TRL's ``SFTTrainer``; its evaluation is :func:`apr_mini.inference.evaluate`.
 
 Paper section 4.2 (SFT on solver trajectories). The reference never published its preprocessing;
 apr-mini's, seeded and applied identically to SoS+ and APR:
@@ -35,11 +35,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import trace_language as tl
 from .config import UserFacingError
-from .countdown import Problem, is_solvable
+from .countdown import Problem
 from .data import read_jsonl
-from .generation import generate
+from .inference import evaluate, evaluate_checkpoint
 from .packing import use_packed_attention
 
 
@@ -344,73 +343,3 @@ def ship(run_dir: str | Path, data_dir: str | Path, dest: str | Path, *, kind: s
     }
     (dest / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation without the parallel engine
-# ---------------------------------------------------------------------------------------------
-
-def evaluate_checkpoint(checkpoint: str | Path, problems: list[Problem], *, kind: str,
-                        temperature: float = 0.0) -> dict:
-    """Load a saved model and tokenizer and :func:`evaluate` them."""
-    from .models import load_model
-    from .tokenizer import load_tokenizer
-
-    model, tokenizer = load_model(checkpoint), load_tokenizer(checkpoint)
-    return evaluate(model, tokenizer, problems, kind=kind, temperature=temperature)
-
-
-def evaluate(model, tokenizer, problems: list[Problem], *, kind: str = "sosp", temperature: float = 0.0,
-             batch_size: int = 64) -> dict:
-    """SoS+: sample a trace per problem and verify it. APR: sample the parent; where it spawns, check
-    the spawn is well-formed, run the children from their prompts and verify their results on their
-    own sub-problems; and, as ``engine_verified``, the share of problems the full spawn/join engine
-    (notebook 04) solves with this model."""
-    prompts = [tl.root_prompt(p.target, p.nums) for p in problems]
-    parents = generate(model, tokenizer, prompts, temperature=temperature, batch_size=batch_size)
-    texts = [s.prompt + s.completion for s in parents]
-    verdicts = [tl.verify_trace(t, p.nums, p.target) for t, p in zip(texts, problems)]
-    scores = {
-        "n": len(problems),
-        "verified": round(sum(map(bool, verdicts)) / max(1, len(problems)), 4),
-        "finished": round(sum(s.finished for s in parents) / max(1, len(problems)), 4),
-        "mean_new_tokens": round(sum(s.new_tokens for s in parents) / max(1, len(problems)), 1),
-    }
-    if kind == "apr":
-        from .backends import TransformersBackend
-        from .engine import run_problems
-
-        scores.update(evaluate_children(model, tokenizer, texts, temperature=temperature, batch_size=batch_size))
-        was_training = model.training
-        records = run_problems(TransformersBackend(model, tokenizer, max_batch=batch_size), problems,
-                               temperature=temperature)
-        model.train(was_training)
-        scores["engine_verified"] = round(sum(r["verified"] for r in records) / max(1, len(problems)), 4)
-    return scores
-
-
-def evaluate_children(model, tokenizer, parent_texts: list[str], *, temperature: float = 0.0,
-                      batch_size: int = 64) -> dict:
-    """For parents that end in a spawn: how many spawns parse, and how many children solve their
-    sub-problem (among children whose sub-problem is solvable at all)."""
-    spawning = [t for t in parent_texts if tl.is_spawn(t)]
-    child_prompts, bad_spawns = [], 0
-    for text in spawning:
-        try:
-            child_prompts.extend(tl.child_prompts(text))
-        except tl.TraceFormatError:
-            bad_spawns += 1
-    children = generate(model, tokenizer, child_prompts, temperature=temperature, batch_size=batch_size)
-    solvable = solved = 0
-    for child in children:
-        node = tl.parse_prompt(child.prompt)
-        if is_solvable(node.nums, node.target):
-            solvable += 1
-            solved += bool(tl.verify_trace(child.prompt + child.completion, node.nums, node.target))
-    return {
-        "spawn_rate": round(len(spawning) / max(1, len(parent_texts)), 4),
-        "spawns_well_formed": round((len(spawning) - bad_spawns) / max(1, len(spawning)), 4),
-        "children": len(children),
-        "children_solvable": solvable,
-        "children_solved_of_solvable": round(solved / max(1, solvable), 4),
-    }

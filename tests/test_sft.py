@@ -7,7 +7,8 @@ import pytest
 from apr_mini import trace_language as tl
 from apr_mini.config import PROFILES
 from apr_mini.data import build_dataset
-from apr_mini.sft import SFTRun, evaluate, load_rows, overflow_report, tokenize_rows, train, warm_start
+from apr_mini.inference import evaluate
+from apr_mini.sft import SFTRun, load_rows, overflow_report, tokenize_rows, train, warm_start
 from apr_mini.tokenizer import build_tokenizer
 
 
