@@ -131,15 +131,16 @@ def test_summary_schema(tiny):
         assert len(tables) == 1 and tables[0]["n"] == 4
 
 
-def test_the_readme_claims_block_is_the_shipped_summary():
-    """The README's table is what ``reproduce`` wrote from data/results/summary.json, not typed in."""
+@pytest.mark.parametrize("marker,folder,n_images", [("claims table", "results", 4), ("deep claims table", "results-cpu4", 2)])
+def test_the_readme_claims_blocks_are_the_shipped_summaries(marker, folder, n_images):
+    """The README's tables are what ``reproduce`` wrote from each task's summary.json, not typed in."""
     root = results.Path(__file__).resolve().parent.parent
     readme = (root / "README.md").read_text()
-    block = readme.split("<!-- claims table -->\n", 1)[1].split("\n<!-- /claims table -->", 1)[0]
-    summary = json.loads((root / "data" / "results" / "summary.json").read_text())
-    assert block == claims.claims_markdown(summary), "paste data/results/claims.md into the README's claims block"
-    images = re.findall(r"!\[[^\]]*\]\((data/results/[^)]+\.png)\)", readme)
-    assert len(images) == 4 and all((root / image).stat().st_size > 10_000 for image in images)
+    block = readme.split(f"<!-- {marker} -->\n", 1)[1].split(f"\n<!-- /{marker} -->", 1)[0]
+    summary = json.loads((root / "data" / folder / "summary.json").read_text())
+    assert block == claims.claims_markdown(summary), f"paste data/{folder}/claims.md into the README's {marker} block"
+    images = re.findall(rf"!\[[^\]]*\]\((data/{folder}/[^)]+\.png)\)", readme)
+    assert len(images) == n_images and all((root / image).stat().st_size > 10_000 for image in images)
 
 
 def test_reproduce_resumes_without_redoing_work(tiny, monkeypatch):
