@@ -217,10 +217,10 @@ GRPO_PRESETS: dict[str, GRPOConfig] = {
                       eval_problems=100),
     # the deep task, sized to one session: a deep APR step of 8 trees is 29 s at 1 thread, 18 s at 2
     # (bench_grpo --deep; docs/results.md), so 8 problems x 4 trees is about 2 min a step at 1 thread and
-    # 30 steps an hour; a greedy evaluation of 50 validation problems about 14 min (cpu4-apr's 870 s).
+    # 30 steps an hour; a greedy evaluation of 100 validation problems about 5 min through the engine.
     # beta 0.04 and dr_grpo: what held the cpu APR runs
     "cpu4": GRPOConfig(learning_rate=1e-4, max_steps=30, problems_per_step=8, num_generations=4, beta=0.04,
-                       loss_type="dr_grpo", eval_steps=15, eval_problems=50, block_tokens=8192),
+                       loss_type="dr_grpo", eval_steps=15, eval_problems=100, block_tokens=8192),
     # one T4: 16 problems x 8 trees a step, beta 0.04 (what held the cpu APR run), 30 steps (estimated at about
     # 15 minutes; docs/engine.md, "On GPUs")
     "t4": GRPOConfig(learning_rate=5e-5, max_steps=30, problems_per_step=16, num_generations=8, beta=0.04,
