@@ -316,9 +316,8 @@ REPRODUCE_PRESETS: dict[str, ReproduceConfig] = {
                             records="runs/reproduce/tiny"),
     "cpu": ReproduceConfig(),
     # The deep task (4 numbers): reported on its test split, which no choice of settings has seen. Sized
-    # to the CPU: a deep APR tree costs about 17 CPU-seconds at the full window (the seed-1 model's 50
-    # shipping problems: 870 s), so each APR run of 100 problems is about half an hour at one thread,
-    # 6 greedy runs and 400 sampled trees in all; `reproduce --only ROLES` splits it over two processes.
+    # to the CPU: an APR run of 100 problems took 200-330 s at one thread, its 400 sampled trees 1,000 s,
+    # a SoS+ run under a minute (docs/results.md); `reproduce --only ROLES` splits it over two processes.
     # It spans sessions, so its records are committed (data/results-cpu4/records) and a rerun resumes them
     "cpu4": ReproduceConfig(problems="data/countdown-cpu4/problems_test.jsonl", n_problems=100,
                             sosp_sft=("data/cpu4-sosp", "data/seeds/cpu4-sosp-seed1", "data/seeds/cpu4-sosp-seed2"),
