@@ -29,13 +29,6 @@ OUT = ROOT / "data" / "grpo" / "fixed_children.json"
 ROLES = ("apr_budget", "apr_budget_grpo")
 
 
-def _threads(thread: dict, depth: int = 0):
-    yield depth, thread
-    for spawn in thread.get("sub_calls", []):
-        for child in spawn:
-            yield from _threads(child, depth + 1)
-
-
 def thread_lengths(records: list[dict]) -> dict:
     """Where a run's tokens go: the mean length of the root's last call (prompt, spawn and join
     included), of the root's own text after its last join, and of a direct child's call; children per
@@ -43,16 +36,17 @@ def thread_lengths(records: list[dict]) -> dict:
     from statistics import mean
 
     from apr_mini.trace_language import JOIN_CLOSE, count_tokens
+    from apr_mini.trace_trees import iter_threads
 
     roots = [count_tokens(r["tree"]["main_calls"][-1]) for r in records]
     after_join = [count_tokens(text[text.rfind(JOIN_CLOSE) + len(JOIN_CLOSE):])
                   for text in (r["tree"]["main_calls"][-1] for r in records) if JOIN_CLOSE in text]
-    children = [count_tokens(t["main_calls"][-1]) for r in records for depth, t in _threads(r["tree"])
-                if depth == 1 and t.get("main_calls")]
+    children = [count_tokens(child["main_calls"][-1]) for r in records for spawn in r["tree"].get("sub_calls", [])
+                for child in spawn if child.get("main_calls")]
     return {"root_last_call": round(mean(roots), 1), "root_after_join": round(mean(after_join), 1) if after_join else 0.0,
             "child": round(mean(children), 1) if children else 0.0,
             "children": round(len(children) / len(records), 2),
-            "failed_threads": sum(1 for r in records for _, t in _threads(r["tree"]) if t.get("failure"))}
+            "failed_threads": sum(1 for r in records for t in iter_threads(r["tree"]) if t.get("failure"))}
 
 
 def main() -> None:
@@ -78,11 +72,12 @@ def main() -> None:
     fingerprints = {c: checkpoint_fingerprint(c) for role in ROLES for c in models[role]}
     runs = [r for r in results.plan(config, models) if r.role in ROLES]
     results.execute(config, models, runs, fingerprints, progress=False)
-    fixed = rl_fixed_children(config, lambda role, seed, name: results.load_records(config, results._find(runs, role, seed, name)),
-                              models, fingerprints)
-    where = {f"{role} budget-{b}": thread_lengths(results.load_records(config, results._find(runs, role, 0, f"budget-{b}")))
+    loaded = {(r.role, r.seed, r.name): results.load_records(config, r) for r in runs}  # each file read once
+    fixed = rl_fixed_children(config, lambda role, seed, name: loaded[(role, seed, name)], models, fingerprints)
+    where = {f"{role} budget-{b}": thread_lengths(loaded[(role, 0, f"budget-{b}")])
              for role in ROLES for b in config.sub_call_budgets}
     free = json.loads((ROOT / "data" / "results" / "summary.json").read_text())["rl"].get("apr")
+
     def relative(path: str) -> str:
         return str(Path(path).relative_to(ROOT))
 
