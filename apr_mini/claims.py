@@ -158,8 +158,14 @@ def _side(point: dict | None) -> dict | None:
     return {k: point[k] for k in keys if k in point} if point else None
 
 
-def _claim(config, claim: str, setting: str, apr: dict | None, sosp: dict | None) -> dict:
+def _claim(config, claim: str, setting: str, apr: dict | None, sosp: dict | None,
+           cheapest: dict[str, float] | None = None) -> dict:
+    """One claim's row; ``cheapest`` (method -> its least measured cost) marks a side that was measured
+    but has no point within the setting's limit, so the table can say so rather than "not measured"."""
     row = {"claim": claim, "setting": setting, "paper": PAPER.get(claim), "apr": _side(apr), "sosp": _side(sosp)}
+    for method, side in (("apr", apr), ("sosp", sosp)):
+        if side is None and (cheapest or {}).get(method) is not None:
+            row[f"{method}_cheapest"] = cheapest[method]
     if apr and sosp:
         row["difference"] = bootstrap_difference(_matrix(apr), _matrix(sosp), config.bootstrap)
         row["reproduces"] = row["difference"]["ci95"][0] > 0
@@ -169,6 +175,15 @@ def _claim(config, claim: str, setting: str, apr: dict | None, sosp: dict | None
 def _best(points: list[dict], method: str, key: str, limit: float) -> dict | None:
     fitting = [p for p in points if p["method"] == method and p.get(key) is not None and p[key] <= limit]
     return max(fitting, key=lambda p: (p["accuracy"], -p[key]), default=None)
+
+
+def _cheapest(points: list[dict], key: str) -> dict[str, float]:
+    """Each method's least measured ``key`` (its fastest or cheapest point)."""
+    out = {}
+    for p in points:
+        if p.get(key) is not None:
+            out[p["method"]] = min(out.get(p["method"], p[key]), p[key])
+    return out
 
 
 def claims(config: ReproduceConfig, context: list[dict], compute: list[dict], latency: list[dict]) -> dict:
@@ -185,12 +200,14 @@ def claims(config: ReproduceConfig, context: list[dict], compute: list[dict], la
     # compute_saving sets APR against it, as the paper does with pass@8
     deployable = [p for p in compute if p["stat"] != "pass_at_n"]
     rows.append(_claim(config, "compute", f"at most {budget:,} total tokens per problem (5x the context; no oracle)",
-                       _best(deployable, "apr", "total_tokens", budget), _best(deployable, "sosp", "total_tokens", budget)))
+                       _best(deployable, "apr", "total_tokens", budget), _best(deployable, "sosp", "total_tokens", budget),
+                       _cheapest(deployable, "total_tokens")))
     sosp_greedy = next((p for p in latency if p["role"] == "sosp_sft"), None)
     if sosp_greedy:
         limit = sosp_greedy["latency_alone_s"]
         rows.append(_claim(config, "latency", f"at most {limit:.2f} s per problem (SoS+'s greedy latency)",
-                           _best(latency, "apr", "latency_alone_s", limit), _best(latency, "sosp", "latency_alone_s", limit)))
+                           _best(latency, "apr", "latency_alone_s", limit), _best(latency, "sosp", "latency_alone_s", limit),
+                           _cheapest(latency, "latency_alone_s")))
     return {"rows": rows, "compute_saving": compute_saving(compute, max(config.ks)),
             "latency_goal": latency_goal(config, latency)}
 
@@ -276,7 +293,7 @@ def _headline_rows(summary: dict) -> dict[str, dict]:
     rows = {}
     for row in summary["claims"]["rows"]:
         own = row["claim"] != "context" or ("the models' own" in row["setting"] and row["setting"].endswith("after SFT"))
-        if own and "difference" in row:
+        if own and ("difference" in row or "apr_cheapest" in row or "sosp_cheapest" in row):
             rows.setdefault(row["claim"], row)
     return rows
 
@@ -287,10 +304,21 @@ def depth_rows(tasks: dict[str, dict]) -> list[dict]:
     out = []
     for task, summary in tasks.items():
         for claim, row in _headline_rows(summary).items():
+            if "difference" not in row:
+                out.append({"task": task, "claim": claim, "setting": row["setting"], "difference": None,
+                            "why": next(none_within(row, m) for m in ("apr", "sosp") if f"{m}_cheapest" in row)})
+                continue
             diff = row["difference"]
             out.append({"task": task, "claim": claim, "setting": row["setting"], "difference": diff["difference"],
                         "ci95": diff["ci95"], "n": row["apr"]["n"], "within_noise": diff["within_noise"]})
     return out
+
+
+def none_within(row: dict, method: str) -> str:
+    """A side measured with no point within the row's limit, in words (e.g. APR slower alone than SoS+)."""
+    cheapest = row[f"{method}_cheapest"]
+    least = f"fastest {cheapest:.2f} s" if row["claim"] == "latency" else f"cheapest {cheapest:,.0f} tokens"
+    return f"no {'APR' if method == 'apr' else 'SoS+'} point within the limit (its {least})"
 
 
 def depth_markdown(depth: list[dict]) -> str:
@@ -299,8 +327,9 @@ def depth_markdown(depth: list[dict]) -> str:
     at = {(r["claim"], r["task"]): r for r in depth}
     lines = ["| claim | " + " | ".join(f"{t}: APR - SoS+ (95% CI)" for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
     for claim in dict.fromkeys(r["claim"] for r in depth):
-        cells = [(f"{100 * r['difference']:+.1f} ({100 * r['ci95'][0]:+.1f} to {100 * r['ci95'][1]:+.1f}), n={r['n']}"
-                  if (r := at.get((claim, t))) else "not measured") for t in tasks]
+        cells = [(r["why"] if r["difference"] is None else
+                  f"{100 * r['difference']:+.1f} ({100 * r['ci95'][0]:+.1f} to {100 * r['ci95'][1]:+.1f}), n={r['n']}")
+                 if (r := at.get((claim, t))) else "not measured" for t in tasks]
         lines.append(f"| {claim} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -320,9 +349,10 @@ def claims_markdown(summary: dict) -> str:
     """The README's block (also ``claims.md`` beside the summary): each claim, the paper's figures and
     ours with 95% intervals; the paper's compute check; how many training seeds each role had, and
     which configured models were not evaluated (absent, or a GRPO run that collapsed)."""
-    def pct(side):
+    def pct(row, method):
+        side = row[method]
         if not side:
-            return "not measured"
+            return none_within(row, method) if f"{method}_cheapest" in row else "not measured"
         low, high = side["ci95"]
         return f"{100 * side['accuracy']:.1f}% ({100 * low:.1f}-{100 * high:.1f}), {side['label']}, {side['seeds']} seed(s)"
 
@@ -333,7 +363,7 @@ def claims_markdown(summary: dict) -> str:
         diff = row.get("difference")
         gap = (f"{100 * diff['difference']:+.1f} ({100 * diff['ci95'][0]:+.1f} to {100 * diff['ci95'][1]:+.1f})"
                + (", within noise" if diff["within_noise"] else "")) if diff else "n/a"
-        lines.append(f"| {row['claim']} | {paper} | {row['setting']} | {pct(row['apr'])} | {pct(row['sosp'])} | {gap} |")
+        lines.append(f"| {row['claim']} | {paper} | {row['setting']} | {pct(row, 'apr')} | {pct(row, 'sosp')} | {gap} |")
     if summary["claims"]["compute_saving"]:
         lines += ["", saving_sentence(summary["claims"]["compute_saving"])]
     if summary["claims"].get("latency_goal"):

@@ -276,6 +276,10 @@ class ReproduceConfig:
     temperature: float = 1.0           # for the k samples
     latency_problems: int = 20         # timed one problem at a time, the paper's setting
     latency_rounds: int = 3            # back-to-back rounds, methods alternating, medians reported
+    # whose greedy points are timed: the budget GRPO model belongs to the RL comparison at a fixed number
+    # of children, not to a claim point
+    timed_roles: tuple[str, ...] = ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo", "sosp_budget", "apr_budget",
+                                    "sosp_room")
     bootstrap: int = 2000
     max_batch: int = 64
     out: str = "data/results"          # summary.json and the figures
@@ -289,6 +293,8 @@ class ReproduceConfig:
             raise ValueError("windows must be sorted token counts >= 16, and derivation_window one of the smaller ones")
         if list(self.windows) != sorted(set(self.windows)) or min(self.ks) != 1 or self.temperature <= 0:
             raise ValueError("windows must be sorted and distinct, ks must start at 1, temperature must be > 0")
+        if set(self.timed_roles) - set(ROLES):
+            raise ValueError(f"timed_roles must be among {', '.join(ROLES)}, got {', '.join(self.timed_roles)}")
         if self.sosp_room and self.room_window <= self.windows[-1]:
             raise ValueError(f"room_window ({self.room_window}) must be larger than the models' own window "
                              f"({self.windows[-1]}) when sosp_room is set")
@@ -322,11 +328,15 @@ REPRODUCE_PRESETS: dict[str, ReproduceConfig] = {
     "cpu4": ReproduceConfig(problems="data/countdown-cpu4/problems_test.jsonl", n_problems=100,
                             sosp_sft=("data/cpu4-sosp", "data/seeds/cpu4-sosp-seed1", "data/seeds/cpu4-sosp-seed2"),
                             apr_sft=("data/cpu4-apr", "data/seeds/cpu4-apr-seed1", "data/seeds/cpu4-apr-seed2"),
-                            sosp_grpo=(), apr_grpo=(), sosp_budget=(), apr_budget=(), apr_budget_grpo=(),
+                            # GRPO of seed 0 only so far (the cpu4 GRPO preset; data/README.md)
+                            sosp_grpo=("data/cpu4-sosp-grpo",), apr_grpo=("data/cpu4-apr-grpo",),
+                            sosp_budget=(), apr_budget=(), apr_budget_grpo=(),
                             sosp_room=("data/cpu4-sosp-room",), room_window=4096,
                             task="4 numbers", contrast="data/results/summary.json",
                             windows=(1024, 1536), derivation_window=1024, token_budgets=(1024, 1536),
                             ks=(1, 2, 4), sample_seeds=1,
+                            # the latency claim is the SFT models' and the room model's; RL has its own row
+                            timed_roles=("sosp_sft", "apr_sft", "sosp_room"),
                             out="data/results-cpu4", records="data/results-cpu4/records"),
     # One T4: the models a t4-profile run ships (notebooks 03 and 05 under APR_PROFILE=t4; none committed)
     "t4": ReproduceConfig(problems="runs/t4/data/problems_val.jsonl", n_problems=500, sosp_sft=("runs/t4/sosp",),

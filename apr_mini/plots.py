@@ -305,7 +305,7 @@ def depth_figure(depth: list[dict], title: str = "Depth: APR minus SoS+ on each 
     """Each claim's APR - SoS+ difference (95% interval) at each task, side by side: what depth changes."""
     fig = go.Figure()
     for color, task in zip(TASK_COLORS, dict.fromkeys(r["task"] for r in depth)):
-        rows = [r for r in depth if r["task"] == task]
+        rows = [r for r in depth if r["task"] == task and r["difference"] is not None]  # a paired difference to draw
         fig.add_trace(go.Scatter(
             x=[r["claim"] for r in rows], y=[r["difference"] for r in rows], name=task, mode="markers",
             marker={"color": color, "size": 11}, error_y=_error_y([{"accuracy": r["difference"], "ci95": r["ci95"]}

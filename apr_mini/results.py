@@ -105,9 +105,10 @@ def plan(config: ReproduceConfig, models: dict[str, list[str]]) -> list[Run]:
 
 
 def latency_plan(config: ReproduceConfig, runs: list[Run]) -> list[Run]:
-    """The timed runs: each greedy point of seed 0 on the first ``latency_problems`` problems, one
-    problem at a time; rounds one after the other, SoS+ and APR points alternating within a round."""
-    points = [r for r in runs if r.seed == 0 and r.settings.samples == 1 and r.role != "apr_budget_grpo"
+    """The timed runs: each greedy point of seed 0 of the ``timed_roles`` on the first ``latency_problems``
+    problems, one problem at a time; rounds one after the other, SoS+ and APR points alternating within
+    a round."""
+    points = [r for r in runs if r.seed == 0 and r.settings.samples == 1 and r.role in config.timed_roles
               and (r.name.startswith("budget") or r.name == f"window-{config.windows[-1]}" or r.role == "sosp_room")]
     sosp = [r for r in points if r.method == "sosp"]
     apr = [r for r in points if r.method == "apr"]

@@ -1,5 +1,6 @@
 """The reproduction of the paper's three claims: statistics, derived points, resume and the summary."""
 
+import dataclasses
 import json
 import random
 import re
@@ -272,6 +273,10 @@ def test_rl_at_a_fixed_number_of_children_compares_each_budget_before_and_after(
     plan = results.plan(config, {"apr_budget": ["budget"], "apr_budget_grpo": [str(grpo)]})
     assert {r.name for r in plan if r.role == "apr_budget_grpo"} == {"budget-2", "budget-4"}
     assert {r.role for r in results.latency_plan(config, plan)} == {"apr_budget"}
+    sft_only = dataclasses.replace(config, timed_roles=("apr_grpo",))
+    assert results.latency_plan(sft_only, plan) == []
+    with pytest.raises(ValueError, match="timed_roles"):
+        dataclasses.replace(config, timed_roles=("apr_sft", "apr_rl"))
 
 
 def test_redraw_rewrites_the_block_and_figures_from_the_summary_alone(tmp_path, capsys):
@@ -305,3 +310,21 @@ def test_depth_sets_each_claim_side_by_side_on_both_tasks(tiny, tmp_path):
     alone = dict(summary)
     results.attach_depth(dataclasses.replace(deep, contrast=str(tmp_path / "none.json")), alone)
     assert "depth" not in alone  # no contrast summary: no depth figure
+
+
+def test_a_side_measured_beyond_the_limit_is_said_so_not_called_unmeasured():
+    """APR slower alone than SoS+'s latency: the row, the depth table and the figure say it was measured
+    and had no point within the limit (the deep task's latency row)."""
+    sosp = {"label": "SoS+", "method": "sosp", "accuracy": 0.04, "ci95": [0.01, 0.08], "seeds": 1, "n": 100,
+            "latency_alone_s": 5.8}
+    apr = {"label": "APR", "method": "apr", "accuracy": 0.25, "ci95": [0.17, 0.33], "seeds": 1, "n": 100,
+           "latency_alone_s": 9.33}
+    config = get_reproduce_config("tiny")
+    row = claims._claim(config, "latency", "at most 5.80 s per problem", None, sosp,
+                        claims._cheapest([sosp, apr], "latency_alone_s"))
+    assert row["apr_cheapest"] == 9.33 and "sosp_cheapest" not in row and "difference" not in row
+    depth = claims.depth_rows({"4 numbers": {"claims": {"rows": [row]}}})
+    assert depth == [{"task": "4 numbers", "claim": "latency", "setting": "at most 5.80 s per problem",
+                      "difference": None, "why": "no APR point within the limit (its fastest 9.33 s)"}]
+    assert "no APR point within the limit (its fastest 9.33 s)" in claims.depth_markdown(depth)
+    assert plots.depth_figure(depth).data[0].y == ()
