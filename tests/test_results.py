@@ -132,7 +132,7 @@ def test_summary_schema(tiny):
         assert len(tables) == 1 and tables[0]["n"] == 4
 
 
-@pytest.mark.parametrize("marker,folder,n_images", [("claims table", "results", 4), ("deep claims table", "results-cpu4", 2)])
+@pytest.mark.parametrize("marker,folder,n_images", [("claims table", "results", 4), ("deep claims table", "results-cpu4", 3)])
 def test_the_readme_claims_blocks_are_the_shipped_summaries(marker, folder, n_images):
     """The README's tables are what ``reproduce`` wrote from each task's summary.json, not typed in."""
     root = results.Path(__file__).resolve().parent.parent
