@@ -278,8 +278,7 @@ class ReproduceConfig:
     latency_rounds: int = 3            # back-to-back rounds, methods alternating, medians reported
     # whose greedy points are timed: the budget GRPO model belongs to the RL comparison at a fixed number
     # of children, not to a claim point
-    timed_roles: tuple[str, ...] = ("sosp_sft", "apr_sft", "sosp_grpo", "apr_grpo", "sosp_budget", "apr_budget",
-                                    "sosp_room")
+    timed_roles: tuple[str, ...] = tuple(role for role in ROLES if role != "apr_budget_grpo")
     bootstrap: int = 2000
     max_batch: int = 64
     out: str = "data/results"          # summary.json and the figures

@@ -273,8 +273,8 @@ def test_rl_at_a_fixed_number_of_children_compares_each_budget_before_and_after(
     plan = results.plan(config, {"apr_budget": ["budget"], "apr_budget_grpo": [str(grpo)]})
     assert {r.name for r in plan if r.role == "apr_budget_grpo"} == {"budget-2", "budget-4"}
     assert {r.role for r in results.latency_plan(config, plan)} == {"apr_budget"}
-    sft_only = dataclasses.replace(config, timed_roles=("apr_grpo",))
-    assert results.latency_plan(sft_only, plan) == []
+    budget_untimed = dataclasses.replace(config, timed_roles=("apr_grpo",))
+    assert results.latency_plan(budget_untimed, plan) == []
     with pytest.raises(ValueError, match="timed_roles"):
         dataclasses.replace(config, timed_roles=("apr_sft", "apr_rl"))
 
