@@ -24,31 +24,31 @@ def cmd_demo(args) -> None:
     run_demo(args.profile, n=args.n, tight=args.tight, out=args.out, progress=not args.no_progress)
 
 
-def _warn_outside_task(problems, checkpoint: Path) -> None:
-    """Say so when problems are not the task the checkpoint was trained on (its metrics.json)."""
+def _outside_task(problems, checkpoint: Path) -> str | None:
+    """What is wrong when problems are not the task the checkpoint was trained on (its metrics.json), or None."""
     import json
-    import warnings
 
     from .config import TaskConfig
     from .data import outside_task
 
     metrics = checkpoint / "metrics.json"
     if not metrics.is_file():
-        return
+        return None
     task = json.loads(metrics.read_text()).get("task")
     if not task:
-        return
+        return None
     trained = TaskConfig(task["n_numbers"], *task["numbers"], *task["targets"])
     strange = outside_task(problems, trained)
-    if strange:
-        warnings.warn(f"{len(strange)} of {len(problems)} problems are outside the task {checkpoint.name} was trained on "
-                      f"({trained.n_numbers} numbers in {trained.min_number}..{trained.max_number}, targets "
-                      f"{trained.min_target}..{trained.max_target}), e.g. {strange[0].to_dict()}: expect it to fail them",
-                      stacklevel=2)
+    if not strange:
+        return None
+    return (f"{len(strange)} of {len(problems)} problems are outside the task {checkpoint.name} was trained on "
+            f"({trained.n_numbers} numbers in {trained.min_number}..{trained.max_number}, targets "
+            f"{trained.min_target}..{trained.max_target}), e.g. {strange[0].to_dict()}")
 
 
 def cmd_infer(args) -> None:
     import json
+    import warnings
 
     import torch
 
@@ -73,7 +73,9 @@ def cmd_infer(args) -> None:
     except ValueError as err:
         raise UserFacingError(str(err)) from None
     problems = load_problems(args.problems or checkpoint / "problems_val.jsonl", args.n)
-    _warn_outside_task(problems, checkpoint)
+    strange = _outside_task(problems, checkpoint)
+    if strange:
+        warnings.warn(f"{strange}: expect it to fail them", stacklevel=2)
     samples = f"-s{args.samples}" if args.samples > 1 else ""  # a greedy run and an N-sample run don't share a file
     out = Path(args.out or f"runs/infer/{checkpoint.name}-{args.method}{samples}.jsonl")
     model = checkpoint_fingerprint(checkpoint)
@@ -128,12 +130,18 @@ def cmd_grpo(args) -> None:
     if not (checkpoint / "config.json").exists():
         raise UserFacingError(f"{checkpoint} is not a model folder (no config.json): pass an SFT checkpoint "
                               "such as data/cpu-apr")
-    for path in (args.problems, checkpoint / "problems_val.jsonl"):
+    # the profile's own task: a cpu4 run once trained on the 3-number problems by default and learned nothing
+    problems = Path(args.problems or f"data/countdown-{profile.name}/problems_train.jsonl")
+    for path in (problems, checkpoint / "problems_val.jsonl"):
         if not Path(path).exists():
-            raise UserFacingError(f"{path} not found")
+            raise UserFacingError(f"{path} not found" + ("" if args.problems else ": pass --problems, the training "
+                                                         "problems of the checkpoint's task"))
+    train_problems = load_problems(problems, args.n_train)
+    strange = _outside_task(train_problems, checkpoint)
+    if strange:
+        raise UserFacingError(f"{strange}: GRPO would learn nothing from them; pass --problems of its task")
     if args.threads:
         torch.set_num_threads(args.threads)
-    train_problems = load_problems(args.problems, args.n_train)
     val = load_problems(checkpoint / "problems_val.jsonl")
     out = args.out or f"runs/{profile.name}/grpo-{args.kind}"
     command = invocation()
@@ -252,7 +260,8 @@ def register(sub) -> None:
     rl.add_argument("--profile", choices=sorted(PROFILES), help="GRPO preset (default: $APR_PROFILE or cpu)")
     rl.add_argument("--checkpoint", required=True, help="the SFT model folder, e.g. data/cpu-apr")
     rl.add_argument("--kind", choices=["apr", "sosp"], required=True, help="sosp forbids spawning")
-    rl.add_argument("--problems", default="data/countdown-cpu/problems_train.jsonl", help="training problems")
+    rl.add_argument("--problems", help="training problems (default: data/countdown-<profile>/problems_train.jsonl; "
+                    "they must be the checkpoint's task)")
     rl.add_argument("--n-train", type=COUNT, help="use the first N training problems (default: all)")
     rl.add_argument("--out", help="run folder (default: runs/<profile>/grpo-<kind>)")
     for flag, kind in (("--learning-rate", float), ("--max-steps", int), ("--problems-per-step", int),

@@ -181,7 +181,9 @@ class GRPOConfig:
     eval_problems: int = 100
     save_steps: int = 1                # steps between checkpoints (1: a kill loses at most one step)
     seed: int = 0
-    min_well_formed: float = 0.5       # stop (collapse) when fewer of a step's trees end cleanly
+    # stop (collapse) when a step's share of cleanly ended trees falls below this fraction of the first
+    # step's: relative, so a model that starts at 19% clean (SoS+ at 4 numbers) is held to its own start
+    min_well_formed: float = 0.5
     block_tokens: int = 4096           # tokens per packed training block
     max_batch: int = 64                # rows the rollout engine decodes together
 

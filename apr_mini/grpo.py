@@ -15,7 +15,8 @@ GRPO. A *tree* (one engine record: the root's calls, every child's calls, the jo
    or the spawn's closing marker, which is part of the text). Every row of a tree trains with the
    tree's advantage.
 5. **Loss** per completion token: TRL's clipped ratio ``-min(r A, clip(r, 1-epsilon, 1+epsilon_high) A)``
-   plus ``beta`` times the k3 KL estimate to the frozen SFT model, aggregated with the weights of
+   plus ``beta`` times the k3 KL estimate to the frozen SFT model, the log-probabilities taken at the
+   sampling ``temperature`` (logits divided by it, as TRL does), aggregated with the weights of
    :func:`token_weights` (APR's: each tree counts once however many threads it has). Rows are
    packed padding-free into blocks (:mod:`apr_mini.packing`, the same packed attention as SFT).
 
@@ -192,8 +193,8 @@ def reference_logps(model, rows: list[Row], blocks: list[list[int]], config: GRP
         with torch.no_grad():
             for block in blocks:
                 chosen = [rows[i] for i in block]
-                old = block_logps(model, chosen)[0] if config.num_iterations > 1 else [None] * len(block)
-                ref = block_logps(ref_model.train(), chosen)[0] if config.beta else [None] * len(block)
+                old = block_logps(model, chosen, config.temperature)[0] if config.num_iterations > 1 else [None] * len(block)
+                ref = block_logps(ref_model.train(), chosen, config.temperature)[0] if config.beta else [None] * len(block)
                 fixed.update({i: pair for i, pair in zip(block, zip(old, ref))})
     return fixed
 
@@ -210,7 +211,7 @@ def backward_loss(model, rows: list[Row], weights: list[float], blocks: list[lis
     total = kl_sum = entropy_sum = clipped = tokens = rare = gap = 0.0
     lowest = 0.0
     for block in blocks:
-        logps, entropies = block_logps(model, [rows[i] for i in block])
+        logps, entropies = block_logps(model, [rows[i] for i in block], config.temperature)
         block_loss = torch.zeros((), device=device)
         for i, lp, entropy in zip(block, logps, entropies):
             if config.mask_truncated_completions and rows[i].truncated:
@@ -230,7 +231,7 @@ def backward_loss(model, rows: list[Row], weights: list[float], blocks: list[lis
                 if lp.numel():
                     lowest = min(lowest, float(lp.min()))
                     rare += float((lp < RARE_LOGP).sum())
-                if rows[i].sampled_logps is not None and config.temperature == 1.0:
+                if rows[i].sampled_logps is not None:
                     sampled = torch.tensor(rows[i].sampled_logps, device=device)
                     gap = max(gap, float((lp - sampled).abs().max()))
         if block_loss.requires_grad:

@@ -83,8 +83,8 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
     """GRPO from the SFT model at ``checkpoint`` (or resume ``out_dir``'s run); write
     ``out_dir/final`` and ``metrics.json``. Every step appends its point to ``out_dir/curve.jsonl``
     (with a greedy ``eval`` on ``eval_problems`` every ``eval_steps`` steps). Stops with a
-    :class:`~apr_mini.config.UserFacingError` when the policy collapses (fewer than
-    ``min_well_formed`` of a step's trees end cleanly). ``rollouts``: where trees are decoded
+    :class:`~apr_mini.config.UserFacingError` when the policy collapses (a step's share of cleanly
+    ended trees falls under ``min_well_formed`` times the first step's). ``rollouts``: where trees are decoded
     (default in-process; :class:`~apr_mini.rollouts.ServerRollouts` for SGLang on a second GPU)."""
     from tqdm.auto import tqdm
 
@@ -119,6 +119,9 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
             raise UserFacingError(f"{out} holds a run with another source model or config; pass another --out "
                                   "or delete that folder to start over")
         state = {**saved, "config": asdict(config)}
+        if "first_well_formed" not in state and curve_path.exists():  # a run saved before the guard was relative
+            points = [json.loads(line) for line in curve_path.read_text().splitlines() if line.strip()]
+            state.update({"first_well_formed": p["well_formed"] for p in points if p["step"] == 1})
         optimizer.load_state_dict(torch.load(resume / "optimizer.pt", weights_only=True))
         print(f"resuming {out} at step {state['step']}")
     _truncate_curve(curve_path, state["step"])
@@ -139,6 +142,7 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
         problems = grpo.step_problems(train_problems, config, step)
         point, records = grpo.grpo_step(model, tokenizer, optimizer, problems, config, kind=kind, step=step,
                                         ref_model=ref_model, rollouts=rollouts)
+        state.setdefault("first_well_formed", point["well_formed"])  # the collapse guard's yardstick
         if evaluation and config.eval_steps and (step % config.eval_steps == 0 or step == config.max_steps):
             point["eval"] = evaluate_model(model, tokenizer, evaluation, method=kind, max_batch=config.max_batch)[1]
         state["trees"] += len(records)
@@ -151,12 +155,14 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
             _save(model, tokenizer, optimizer, state, out)
         bar.set_postfix(reward=f"{point['reward']:.2f}", acc=f"{point['accuracy']:.2f}",
                         kids=f"{point['children']:.1f}", skipped=point["skipped_groups"])
-        if point["well_formed"] < config.min_well_formed:
+        floor = config.min_well_formed * state["first_well_formed"]
+        if point["well_formed"] < floor:
             _save(model, tokenizer, optimizer, state, out)
             record_collapse(out, command=command, source=str(checkpoint), kind=kind, state=state)
             raise UserFacingError(
-                f"the policy collapsed at step {step}: only {point['well_formed']:.0%} of its trees ended cleanly "
-                f"(min_well_formed={config.min_well_formed}); lower the learning rate or raise beta. "
+                f"the policy collapsed at step {step}: only {point['well_formed']:.0%} of its trees ended cleanly, "
+                f"under {floor:.0%} (min_well_formed={config.min_well_formed} of step 1's "
+                f"{state['first_well_formed']:.0%}); lower the learning rate or raise beta. "
                 f"The run so far is in {out} (curve.jsonl)")
     model.save_pretrained(str(out / "final"))
     tokenizer.save_pretrained(str(out / "final"))

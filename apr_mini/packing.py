@@ -57,16 +57,19 @@ def pack_rows(lengths: list[int], block_tokens: int) -> list[list[int]]:
     return blocks
 
 
-def block_logps(model, rows: list) -> tuple[list, list]:
+def block_logps(model, rows: list, temperature: float = 1.0) -> tuple[list, list]:
     """One packed forward pass over ``rows`` (each with ``ids`` and ``n_prompt``, the prompt's length):
-    each row's completion tokens' log-probabilities (with
-    grad if enabled) and entropies (detached)."""
+    each row's completion tokens' log-probabilities (with grad if enabled) and entropies (detached),
+    under the model's distribution at ``temperature`` (logits divided by it, as TRL's GRPO does: the
+    policy trained is the one the rollouts sampled from)."""
     import torch
 
     device = next(model.parameters()).device
     ids = torch.tensor([t for r in rows for t in r.ids], device=device)
     positions = torch.cat([torch.arange(len(r.ids), device=device) for r in rows])
     logits = model(input_ids=ids[None], position_ids=positions[None], use_cache=False).logits[0].float()
+    if temperature != 1.0:
+        logits = logits / temperature
     logp_all = logits[:-1].log_softmax(-1)  # position j predicts token j + 1
     next_logps = logp_all.gather(-1, ids[1:, None]).squeeze(-1)
     logps, entropies, start = [], [], 0

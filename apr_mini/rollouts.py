@@ -150,12 +150,14 @@ def tree_rows(tree: dict, tokenizer, index: int = 0, sampled: bool = True) -> li
     return rows
 
 
-def token_agreement(records: list[dict], tokenizer, model=None, trees: list[list[Row]] | None = None) -> dict:
+def token_agreement(records: list[dict], tokenizer, model=None, trees: list[list[Row]] | None = None,
+                    temperature: float = 1.0) -> dict:
     """How the sampled ids of ``records`` (rollouts that kept them) compare with re-tokenizing each
     call's text: calls and tokens, the share of calls whose ids differ, the tokens those calls gain
     or lose, and the sampled tokens the text drops (special tokens the decoder skips). With
     ``model``, also the gap between the sampler's log-probabilities and one packed training forward
-    pass over the sampled ids (mean and max absolute difference per token, in nats). ``trees``: each
+    pass over the sampled ids at the sampling ``temperature`` (mean and max absolute difference per
+    token, in nats). ``trees``: each
     record's :func:`tree_rows`, where the caller has them already."""
     calls = differ = length_change = tokens = 0
     dropped: dict[str, int] = {}
@@ -182,6 +184,6 @@ def token_agreement(records: list[dict], tokenizer, model=None, trees: list[list
         model.train()  # the packed attention applies in training mode; the small Llamas have no dropout
         with torch.no_grad():
             gaps = torch.cat([(lp - torch.tensor(r.sampled_logps)).abs()
-                              for r in rows for lp in block_logps(model, [r])[0]])
+                              for r in rows for lp in block_logps(model, [r], temperature)[0]])
         report.update(logp_gap_mean=float(gaps.mean()), logp_gap_max=float(gaps.max()))
     return report

@@ -245,15 +245,27 @@ def test_a_resume_with_another_config_is_refused(tmp_path):
         _run(tmp_path, 2, learning_rate=5e-4)
 
 
-def test_collapse_stops_the_run_with_a_clear_message(tmp_path):
-    with pytest.raises(UserFacingError, match="collapsed at step 1"):
-        _run(tmp_path, 3, min_well_formed=0.9)  # the tiny model's trees are far from all clean
-    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 1
+def test_collapse_is_judged_against_the_first_step_and_stops_the_run_with_a_clear_message(tmp_path, monkeypatch):
+    """A model that starts with 20% clean trees (SoS+ at 4 numbers) keeps going at 15% and stops at
+    5%, under half its start, even across a resume."""
+    real_step = grpo.grpo_step
+    shares = {1: 0.20, 2: 0.15, 3: 0.05}
+
+    def step_with_share(*args, **kwargs):
+        point, records = real_step(*args, **kwargs)
+        return {**point, "well_formed": shares[kwargs["step"]]}, records
+
+    monkeypatch.setattr(grpo, "grpo_step", step_with_share)
+    _run(tmp_path, 2, min_well_formed=0.5)
+    (tmp_path / "metrics.json").unlink()  # train on from step 2
+    with pytest.raises(UserFacingError, match=r"collapsed at step 3: only 5% .* under 10% .* step 1's 20%"):
+        _run(tmp_path, 3, min_well_formed=0.5)
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 3
     record = json.loads((tmp_path / "collapsed.json").read_text())
-    assert record["collapsed_at_step"] == 1 and record["last_steps"][-1]["well_formed"] < 0.9
-    assert record["config"]["min_well_formed"] == 0.9 and record["source_fingerprint"].startswith("tiny-")
+    assert record["collapsed_at_step"] == 3 and record["last_steps"][-1]["well_formed"] == 0.05
+    assert record["config"]["min_well_formed"] == 0.5 and record["source_fingerprint"].startswith("tiny-")
     config = get_reproduce_config("tiny", sosp_grpo=(str(tmp_path),))
-    assert available_models(config)[1] == [f"{tmp_path} (its GRPO run collapsed at step 1)"]  # reported, with why
+    assert available_models(config)[1] == [f"{tmp_path} (its GRPO run collapsed at step 3)"]  # reported, with why
 
 
 def test_a_budget_models_trees_are_conditioned_per_problem(tokenizer):
@@ -311,6 +323,20 @@ def test_command_line_errors_are_one_line(tmp_path):
         main(["grpo", "--checkpoint", str(TINY_APR), "--kind", "apr", "--num-generations", "0"])
     with pytest.raises(SystemExit):
         main(["grpo", "--checkpoint", str(TINY_APR), "--kind", "apr", "--sub-call-budgets", "3,four"])
+
+
+def test_training_problems_of_another_task_are_refused(tmp_path, capsys):
+    """A 3-number model given the 4-number task's problems (or the reverse) would learn nothing: the
+    deep task's first GRPO run trained on the 3-number problems, the default then, and never verified."""
+    from apr_mini.__main__ import main
+
+    deep = ROOT / "data" / "countdown-cpu4" / "problems_train.jsonl"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["grpo", "--profile", "tiny", "--checkpoint", str(TINY_APR), "--kind", "apr", "--problems", str(deep),
+              "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert "outside the task" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_curve_points_past_the_last_checkpoint_are_dropped(tmp_path):

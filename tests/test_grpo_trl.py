@@ -56,8 +56,10 @@ def _trl_inputs(tokenizer, samples, advantages, ref_logps):
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo"])
-@pytest.mark.parametrize("beta, bias_correction", [(0.0, False), (0.04, False), (0.04, True)])
-def test_loss_and_gradients_equal_trl(episodes, loss_type, beta, bias_correction, tmp_path):
+# a temperature below 1: both sides take the policy's and the reference's log-probs of logits / temperature
+@pytest.mark.parametrize("beta, bias_correction, temperature",
+                         [(0.0, False, 1.0), (0.04, False, 1.0), (0.04, True, 1.0), (0.04, False, 0.7)])
+def test_loss_and_gradients_equal_trl(episodes, loss_type, beta, bias_correction, temperature, tmp_path):
     from datasets import Dataset
     from trl import GRPOConfig as TRLConfig
     from trl import GRPOTrainer
@@ -69,7 +71,7 @@ def test_loss_and_gradients_equal_trl(episodes, loss_type, beta, bias_correction
     assert all(signal)
     max_completion_length = 64
     config = GRPOConfig(loss_type=loss_type, beta=beta, epsilon=0.2, max_completion_length=max_completion_length,
-                        num_generations=GROUP, use_bias_correction_kl=bias_correction)
+                        num_generations=GROUP, use_bias_correction_kl=bias_correction, temperature=temperature)
 
     # reference log-probs from a perturbed copy, so the KL term is not zero
     torch.manual_seed(0)
@@ -96,7 +98,7 @@ def test_loss_and_gradients_equal_trl(episodes, loss_type, beta, bias_correction
     args = TRLConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, num_generations=GROUP,
                      per_device_train_batch_size=GROUP, gradient_accumulation_steps=1, beta=beta, epsilon=0.2,
                      loss_type=loss_type, max_completion_length=max_completion_length, report_to="none",
-                     scale_rewards="group", temperature=1.0, use_bias_correction_kl=bias_correction,
+                     scale_rewards="group", temperature=temperature, use_bias_correction_kl=bias_correction,
                      activation_checkpointing=False)
     theirs = _model()
     trainer = GRPOTrainer(model=theirs, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args,
