@@ -181,8 +181,8 @@ class GRPOConfig:
     eval_problems: int = 100
     save_steps: int = 1                # steps between checkpoints (1: a kill loses at most one step)
     seed: int = 0
-    # stop (collapse) when a step's share of cleanly ended trees falls below this fraction of the first
-    # step's: relative, so a model that starts at 19% clean (SoS+ at 4 numbers) is held to its own start
+    # stop (collapse) when the share of cleanly ended trees over the last 5 steps falls below this fraction
+    # of the first 5 steps': relative, so a model that starts at 19% clean (SoS+ at 4 numbers) meets its own start
     min_well_formed: float = 0.5
     block_tokens: int = 4096           # tokens per packed training block
     max_batch: int = 64                # rows the rollout engine decodes together

@@ -28,7 +28,12 @@ import torch
 from . import grpo
 from .config import GRPOConfig, UserFacingError
 from .countdown import Problem
+from .data import read_jsonl
 from .packing import use_packed_attention
+
+# Steps pooled on each side of the collapse guard: a step of 32 trees of which 19% end cleanly (SoS+
+# at 4 numbers) holds 6 clean ones give or take 2, too few to judge one step against another
+COLLAPSE_WINDOW = 5
 
 
 def _save(model, tokenizer, optimizer, state: dict, out: Path) -> None:
@@ -57,7 +62,7 @@ def record_collapse(out: Path, *, command: str, source: str, kind: str, state: d
     """Write ``out/collapsed.json``: a run that stopped because its policy collapsed is a result too
     (a seed of a recipe that failed), so its command, config and last steps are kept beside its curve
     and :func:`apr_mini.results.available_models` reports why the model is missing."""
-    curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines() if line.strip()]
+    curve = read_jsonl(out / "curve.jsonl")
     last = [{k: p.get(k) for k in ("step", "well_formed", "failures", "kl", "entropy", "grad_norm", "min_logp",
                                    "rare_tokens", "children", "longest_sequence", "reward")}
             for p in curve[-5:]]
@@ -83,8 +88,9 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
     """GRPO from the SFT model at ``checkpoint`` (or resume ``out_dir``'s run); write
     ``out_dir/final`` and ``metrics.json``. Every step appends its point to ``out_dir/curve.jsonl``
     (with a greedy ``eval`` on ``eval_problems`` every ``eval_steps`` steps). Stops with a
-    :class:`~apr_mini.config.UserFacingError` when the policy collapses (a step's share of cleanly
-    ended trees falls under ``min_well_formed`` times the first step's). ``rollouts``: where trees are decoded
+    :class:`~apr_mini.config.UserFacingError` when the policy collapses (the share of cleanly ended
+    trees over the last ``COLLAPSE_WINDOW`` steps falls under ``min_well_formed`` times the first
+    ``COLLAPSE_WINDOW`` steps'). ``rollouts``: where trees are decoded
     (default in-process; :class:`~apr_mini.rollouts.ServerRollouts` for SGLang on a second GPU)."""
     from tqdm.auto import tqdm
 
@@ -119,12 +125,10 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
             raise UserFacingError(f"{out} holds a run with another source model or config; pass another --out "
                                   "or delete that folder to start over")
         state = {**saved, "config": asdict(config)}
-        if "first_well_formed" not in state and curve_path.exists():  # a run saved before the guard was relative
-            points = [json.loads(line) for line in curve_path.read_text().splitlines() if line.strip()]
-            state.update({"first_well_formed": p["well_formed"] for p in points if p["step"] == 1})
         optimizer.load_state_dict(torch.load(resume / "optimizer.pt", weights_only=True))
         print(f"resuming {out} at step {state['step']}")
     _truncate_curve(curve_path, state["step"])
+    clean_shares = [p["well_formed"] for p in read_jsonl(curve_path) if p["step"] >= 1] if curve_path.exists() else []
     (out / "collapsed.json").unlink(missing_ok=True)  # a resumed run is judged again
     ref_model = None
     if config.beta:
@@ -142,7 +146,6 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
         problems = grpo.step_problems(train_problems, config, step)
         point, records = grpo.grpo_step(model, tokenizer, optimizer, problems, config, kind=kind, step=step,
                                         ref_model=ref_model, rollouts=rollouts)
-        state.setdefault("first_well_formed", point["well_formed"])  # the collapse guard's yardstick
         if evaluation and config.eval_steps and (step % config.eval_steps == 0 or step == config.max_steps):
             point["eval"] = evaluate_model(model, tokenizer, evaluation, method=kind, max_batch=config.max_batch)[1]
         state["trees"] += len(records)
@@ -155,15 +158,17 @@ def train(checkpoint: str | Path, kind: str, train_problems: list[Problem], out_
             _save(model, tokenizer, optimizer, state, out)
         bar.set_postfix(reward=f"{point['reward']:.2f}", acc=f"{point['accuracy']:.2f}",
                         kids=f"{point['children']:.1f}", skipped=point["skipped_groups"])
-        floor = config.min_well_formed * state["first_well_formed"]
-        if point["well_formed"] < floor:
-            _save(model, tokenizer, optimizer, state, out)
-            record_collapse(out, command=command, source=str(checkpoint), kind=kind, state=state)
-            raise UserFacingError(
-                f"the policy collapsed at step {step}: only {point['well_formed']:.0%} of its trees ended cleanly, "
-                f"under {floor:.0%} (min_well_formed={config.min_well_formed} of step 1's "
-                f"{state['first_well_formed']:.0%}); lower the learning rate or raise beta. "
-                f"The run so far is in {out} (curve.jsonl)")
+        clean_shares.append(point["well_formed"])
+        if len(clean_shares) > COLLAPSE_WINDOW:
+            start, recent = (sum(part) / COLLAPSE_WINDOW for part in
+                             (clean_shares[:COLLAPSE_WINDOW], clean_shares[-COLLAPSE_WINDOW:]))
+            if recent < config.min_well_formed * start:
+                _save(model, tokenizer, optimizer, state, out)
+                record_collapse(out, command=command, source=str(checkpoint), kind=kind, state=state)
+                raise UserFacingError(
+                    f"the policy collapsed at step {step}: {recent:.0%} of the last {COLLAPSE_WINDOW} steps' trees "
+                    f"ended cleanly, under {config.min_well_formed:g} x the first {COLLAPSE_WINDOW} steps' "
+                    f"{start:.0%}; lower the learning rate or raise beta. The run so far is in {out} (curve.jsonl)")
     model.save_pretrained(str(out / "final"))
     tokenizer.save_pretrained(str(out / "final"))
     metrics = {"command": command, "source": str(checkpoint), "source_fingerprint": state["source"], "kind": kind,
