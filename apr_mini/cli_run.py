@@ -46,6 +46,15 @@ def _outside_task(problems, checkpoint: Path) -> str | None:
             f"{trained.min_target}..{trained.max_target}), e.g. {strange[0].to_dict()}")
 
 
+def _committed_train_split(profile) -> str:
+    """The committed training problems of the profile's task (``tiny`` shares the cpu task's): a cpu4 run
+    once trained on the 3-number problems by default and learned nothing."""
+    for name in (profile.name, "cpu"):
+        if PROFILES[name].task == profile.task and Path(f"data/countdown-{name}/problems_train.jsonl").exists():
+            return f"data/countdown-{name}/problems_train.jsonl"
+    return f"data/countdown-{profile.name}/problems_train.jsonl"  # not committed: the error below names it
+
+
 def cmd_infer(args) -> None:
     import json
     import warnings
@@ -130,8 +139,7 @@ def cmd_grpo(args) -> None:
     if not (checkpoint / "config.json").exists():
         raise UserFacingError(f"{checkpoint} is not a model folder (no config.json): pass an SFT checkpoint "
                               "such as data/cpu-apr")
-    # the profile's own task: a cpu4 run once trained on the 3-number problems by default and learned nothing
-    problems = Path(args.problems or f"data/countdown-{profile.name}/problems_train.jsonl")
+    problems = Path(args.problems or _committed_train_split(profile))
     for path in (problems, checkpoint / "problems_val.jsonl"):
         if not Path(path).exists():
             raise UserFacingError(f"{path} not found" + ("" if args.problems else ": pass --problems, the training "
@@ -260,8 +268,8 @@ def register(sub) -> None:
     rl.add_argument("--profile", choices=sorted(PROFILES), help="GRPO preset (default: $APR_PROFILE or cpu)")
     rl.add_argument("--checkpoint", required=True, help="the SFT model folder, e.g. data/cpu-apr")
     rl.add_argument("--kind", choices=["apr", "sosp"], required=True, help="sosp forbids spawning")
-    rl.add_argument("--problems", help="training problems (default: data/countdown-<profile>/problems_train.jsonl; "
-                    "they must be the checkpoint's task)")
+    rl.add_argument("--problems", help="training problems of the checkpoint's task (default: the committed "
+                    "data/countdown-<profile>/problems_train.jsonl; tiny uses the cpu task's)")
     rl.add_argument("--n-train", type=COUNT, help="use the first N training problems (default: all)")
     rl.add_argument("--out", help="run folder (default: runs/<profile>/grpo-<kind>)")
     for flag, kind in (("--learning-rate", float), ("--max-steps", int), ("--problems-per-step", int),

@@ -340,6 +340,16 @@ def test_training_problems_of_another_task_are_refused(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_the_default_training_problems_are_the_profiles_task(monkeypatch):
+    from apr_mini.cli_run import _committed_train_split
+    from apr_mini.config import get_profile
+
+    monkeypatch.chdir(ROOT)
+    assert _committed_train_split(get_profile("cpu4")) == "data/countdown-cpu4/problems_train.jsonl"
+    assert _committed_train_split(get_profile("tiny")) == "data/countdown-cpu/problems_train.jsonl"  # the same task
+    assert _committed_train_split(get_profile("t4")) == "data/countdown-t4/problems_train.jsonl"  # not committed
+
+
 def test_curve_points_past_the_last_checkpoint_are_dropped(tmp_path):
     """A kill after a step's curve line but before its first checkpoint leaves a stale line; the rerun drops it."""
     tmp_path.mkdir(exist_ok=True)
