@@ -218,13 +218,20 @@ def cmd_compare(args) -> None:
     for path in (args.first, args.second):
         if not Path(path).exists():
             raise UserFacingError(f"{path} not found")
+    first, second = read_jsonl(args.first), read_jsonl(args.second)
     try:
-        d = paired_difference(read_jsonl(args.first), read_jsonl(args.second))
+        d = paired_difference(first, second)
     except ValueError as err:
         raise UserFacingError(str(err)) from None
     print(f"{args.second} minus {args.first} on {d['n']} shared problems: {d['after']:.1%} - {d['before']:.1%} = "
           f"{d['difference']:+.1%} (SE {d['se']:.1%}, 95% CI {d['ci95'][0]:+.1%} to {d['ci95'][1]:+.1%}; "
           f"{d['gained']} problems only the second solves, {d['lost']} only the first)")
+    if all("tree" in r for r in first + second):  # engine records: say where each one loses
+        from .attribution import CAUSES, loss_attribution
+
+        causes = [loss_attribution(records) for records in (first, second)]
+        print("where each loses (first -> second): " + ", ".join(
+            f"{cause} {causes[0][cause]} -> {causes[1][cause]}" for cause in CAUSES))
 
 
 def register(sub) -> None:

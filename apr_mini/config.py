@@ -329,8 +329,12 @@ REPRODUCE_PRESETS: dict[str, ReproduceConfig] = {
     "cpu4": ReproduceConfig(problems="data/countdown-cpu4/problems_test.jsonl", n_problems=100,
                             sosp_sft=("data/cpu4-sosp", "data/seeds/cpu4-sosp-seed1", "data/seeds/cpu4-sosp-seed2"),
                             apr_sft=("data/cpu4-apr", "data/seeds/cpu4-apr-seed1", "data/seeds/cpu4-apr-seed2"),
-                            # GRPO of seed 0 only so far (the cpu4 GRPO preset; data/README.md)
-                            sosp_grpo=("data/cpu4-sosp-grpo",), apr_grpo=("data/cpu4-apr-grpo",),
+                            # the cpu4 GRPO preset from each SFT seed (data/README.md); a seed not yet run is
+                            # reported as not evaluated
+                            sosp_grpo=("data/cpu4-sosp-grpo", "data/seeds/cpu4-sosp-grpo-seed1",
+                                       "data/seeds/cpu4-sosp-grpo-seed2"),
+                            apr_grpo=("data/cpu4-apr-grpo", "data/seeds/cpu4-apr-grpo-seed1",
+                                      "data/seeds/cpu4-apr-grpo-seed2"),
                             sosp_budget=(), apr_budget=(), apr_budget_grpo=(),
                             sosp_room=("data/cpu4-sosp-room",), room_window=4096,
                             task="4 numbers", contrast="data/results/summary.json",

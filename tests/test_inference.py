@@ -2,6 +2,7 @@
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,8 @@ from apr_mini.engine import Limits, ScriptedBackend, scripted_from_trees
 from apr_mini.inference import (EvalSettings, ResumeMismatch, checkpoint_fingerprint, run_eval, smaller_contexts,
                                 solution_key, summarize, summary_table)
 from test_engine import TASK, bare
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Killed(Exception):
@@ -137,8 +140,10 @@ def test_infer_default_output_keeps_greedy_and_sampled_runs_apart(tmp_path, monk
     assert {p.name for p in (tmp_path / "runs" / "infer").glob("*.jsonl")} == {"tiny-apr-apr.jsonl", "tiny-apr-apr-s2.jsonl"}
 
 
-def test_paired_difference_on_hand_made_records(tmp_path, capsys):
+def test_paired_difference_on_hand_made_records_and_where_shipped_ones_lose(tmp_path, capsys):
     from apr_mini.__main__ import main
+    from apr_mini.attribution import loss_attribution
+    from apr_mini.data import read_jsonl
     from apr_mini.stats import paired_difference
 
     before = [{"id": i, "sample": 0, "verified": v} for i, v in enumerate([1, 0, 0, 1, 0])]
@@ -152,6 +157,14 @@ def test_paired_difference_on_hand_made_records(tmp_path, capsys):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     main(["compare", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")])
     assert "on 5 shared problems: 80.0% - 40.0% = +40.0%" in capsys.readouterr().out
+    main(["compare", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")])
+    assert "where each loses" not in capsys.readouterr().out  # no trees, no causes
+
+    shipped = ROOT / "data" / "cpu-apr-grpo"
+    main(["compare", str(shipped / "eval_before.jsonl"), str(shipped / "eval_after.jsonl")])
+    before_causes, after_causes = (loss_attribution(read_jsonl(shipped / f"eval_{name}.jsonl")) for name in ("before", "after"))
+    assert (f"no solvable child {before_causes['no solvable child']} -> {after_causes['no solvable child']}, "
+            f"child missed {before_causes['child missed']} -> {after_causes['child missed']}") in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         main(["compare", str(tmp_path / "a.jsonl"), str(tmp_path / "missing.jsonl")])
     assert exit_info.value.code == 2
