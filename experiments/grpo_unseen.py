@@ -26,7 +26,8 @@ PROBLEMS = ROOT / "data" / "countdown-cpu" / "problems_outside.jsonl"
 OUT = ROOT / "data" / "grpo" / "unseen.json"
 PAIRS = {  # method: (SFT, GRPO) per training seed, as shipped
     "apr": [("data/cpu-apr", "data/cpu-apr-grpo"), ("data/seeds/cpu-apr-seed2", "data/seeds/cpu-apr-grpo-seed2"),
-            ("data/seeds/cpu-apr-seed1", "data/seeds/cpu-apr-grpo-seed1-drgrpo")],
+            ("data/seeds/cpu-apr-seed1", "data/seeds/cpu-apr-grpo-seed1-drgrpo"),
+            ("data/cpu-apr", "data/seeds/cpu-apr-grpo-seed0-drgrpo")],
     "sosp": [("data/cpu-sosp", "data/cpu-sosp-grpo"), ("data/seeds/cpu-sosp-seed1", "data/seeds/cpu-sosp-grpo-seed1"),
              ("data/seeds/cpu-sosp-seed2", "data/seeds/cpu-sosp-grpo-seed2")],
 }
@@ -78,8 +79,8 @@ def main() -> None:
         problems = [Problem(tuple(sorted(p.nums)), p.target) for p in problems]
         folder, out = folder / "sorted", OUT.with_name("unseen-sorted.json")
     chosen = {tuple(pair.split(":")) for pair in args.pairs or ()}
-    results = json.loads(out.read_text())["pairs"] if out.exists() else {}
-    across: dict[str, dict] = {}
+    earlier = json.loads(out.read_text()) if out.exists() else {}  # a run with --pairs keeps the other pairs' results
+    results, across = earlier.get("pairs", {}), earlier.get("apr_minus_sosp_after_grpo", {})
 
     def save() -> None:  # after each pair: a stopped run keeps what it finished
         out.write_text(json.dumps({"problems": str(PROBLEMS.relative_to(ROOT)), "n": len(problems),
