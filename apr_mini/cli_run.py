@@ -142,8 +142,9 @@ def cmd_grpo(args) -> None:
     problems = Path(args.problems or _committed_train_split(profile))
     for path in (problems, checkpoint / "problems_val.jsonl"):
         if not Path(path).exists():
-            raise UserFacingError(f"{path} not found" + ("" if args.problems else ": pass --problems, the training "
-                                                         "problems of the checkpoint's task"))
+            default = path == problems and not args.problems  # the hint is for the training split, not the checkpoint's
+            raise UserFacingError(f"{path} not found" + (": pass --problems, the training problems of the "
+                                                         "checkpoint's task" if default else ""))
     train_problems = load_problems(problems, args.n_train)
     strange = _outside_task(train_problems, checkpoint)
     if strange:
