@@ -75,7 +75,7 @@ def cmd_infer(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        limits = Limits(max_depth=args.max_depth, max_children=args.max_children,
+        limits = Limits(max_depth=args.max_depth, max_children=args.max_children, spawn_width=args.spawn_width,
                         max_thread_tokens=args.max_thread_tokens, context=args.context)
         settings = EvalSettings(method=args.method, samples=args.samples, temperature=args.temperature,
                                 seed=args.seed, prefix=args.prefix, limits=limits)
@@ -259,6 +259,7 @@ def register(sub) -> None:
     infer.add_argument("--prefix", default="", help='conditioning prefix, e.g. "Sub Call Budget: 8 "')
     infer.add_argument("--max-depth", type=NON_NEGATIVE, default=2, help="spawn levels below the root")
     infer.add_argument("--max-children", type=COUNT, default=16, help="children per spawn")
+    infer.add_argument("--spawn-width", type=COUNT, help="run only the first N children of each spawn (a fixed width)")
     infer.add_argument("--max-thread-tokens", type=COUNT, help="new tokens per thread")
     infer.add_argument("--context", type=WINDOW, help="context window (default: the model's)")
     infer.add_argument("--within", type=WINDOW, nargs="+", metavar="TOKENS",

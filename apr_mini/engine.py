@@ -99,9 +99,13 @@ class Limits:
     max_thread_tokens: int | None = None  # new tokens per thread over all its calls (None: no limit)
     max_problem_tokens: int | None = None  # new tokens over all threads of a problem (None: 16 contexts)
     context: int | None = None          # context window (None: the backend's)
+    # run only the first N children a spawn names and join those (the paper's appendix fixes the width
+    # to compare RL before and after); the spawn call is recorded as written. None: every child
+    spawn_width: int | None = None
 
     def __post_init__(self):
-        for name in ("max_children", "max_threads", "max_thread_tokens", "max_problem_tokens", "context"):
+        for name in ("max_children", "max_threads", "max_thread_tokens", "max_problem_tokens", "context",
+                     "spawn_width"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"Limits.{name} must be at least 1 (or None), got {value}")
@@ -141,6 +145,14 @@ class Thread:
     def tree(self) -> dict:
         return {"main_calls": list(self.calls), "sub_calls": [[c.tree() for c in kids] for kids in self.children],
                 "thread": self.name, "failure": self.failure, "calls": list(self.stats)}
+
+
+def _first_children(parent_text: str, n: int) -> str:
+    """The parent's text with the spawn that ends it cut to the first ``n`` children it names."""
+    spawn = tl.parse_spawn(parent_text)
+    if len(spawn.node_ids) <= n:
+        return parent_text
+    return spawn.before + tl.spawn_block(spawn.level, spawn.node_ids[:n])
 
 
 def problem_metrics(tree: dict, verdict_ok: bool, latency: float) -> dict:
@@ -279,6 +291,7 @@ class Orchestrator:
             prompts = tl.child_prompts(text)
         except tl.TraceFormatError as err:
             return self._fail(thread, f"malformed spawn: {err}")
+        prompts = prompts[:self.limits.spawn_width]
         if len(prompts) > self.limits.max_children:
             return self._fail(thread, f"{len(prompts)} children, limit {self.limits.max_children}")
         if count[0] + len(prompts) > self.limits.max_threads:
@@ -307,7 +320,8 @@ class Orchestrator:
 
     def _join(self, thread: Thread, queue: list[Request], running: dict) -> Thread | None:
         results = [kid.result if kid.failure is None else None for kid in thread.children[-1]]
-        return self._submit(thread, tl.join_text(thread.calls[-1], results), queue, running)
+        return self._submit(thread, tl.join_text(_first_children(thread.calls[-1], len(results)), results),
+                            queue, running)
 
     def _fail(self, thread: Thread, reason: str) -> Thread:
         thread.failure = reason

@@ -66,7 +66,10 @@ class EvalSettings:
         return Limits(**{**asdict(self.limits), "max_depth": 0}) if self.method == "sosp" else self.limits
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        settings = asdict(self)
+        if self.limits.spawn_width is None:  # records written before the width existed stay resumable
+            del settings["limits"]["spawn_width"]
+        return settings
 
 
 def _sample_key(problem: int, sample: int, samples: int) -> int:

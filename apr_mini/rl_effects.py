@@ -5,8 +5,11 @@ run is compared with its own start on the same problems, paired, and the interva
 problems and the runs (:func:`apr_mini.stats.bootstrap_mean` on the per-problem differences).
 :func:`rl_changes` does it with free spawning, as the paper's RL row (+7.9 points, +34.4% children);
 :func:`rl_fixed_children` at a fixed number of children, the sub-call budget models before and after
-GRPO on their own drawn budgets: the paper's appendix finds RL's gain there near zero (83.2% and 83.3%
-at 10 children), which says the gain is mostly a wider search rather than better choices at one width.
+GRPO on their own drawn budgets, or (where no budget model exists, the deep task) the APR models before
+and after GRPO with the engine running only the first N children of each spawn
+(:attr:`apr_mini.engine.Limits.spawn_width`): the paper's appendix finds RL's gain at a fixed width near
+zero (83.2% and 83.3% at 10 children), which says the gain is mostly a wider search rather than better
+choices at one width.
 """
 
 from __future__ import annotations
@@ -71,20 +74,23 @@ def rl_changes(config, records: Records, models, fingerprints) -> dict:
     return {m: change for m, change in changes.items() if change}
 
 
-def rl_fixed_children(config, records: Records, models, fingerprints) -> dict:
+def rl_fixed_children(config, records: Records, models, fingerprints, widths: tuple[int, ...] = ()) -> dict:
     """RL before/after at a fixed number of children: each sub-call budget model against its GRPO run
-    (``grpo --sub-call-budgets``), at every budget of ``config.sub_call_budgets``."""
-    changes = {b: _before_after(config, records, models, fingerprints, "apr_budget", "apr_budget_grpo", f"budget-{b}")
-               for b in config.sub_call_budgets}
-    return {str(b): change for b, change in changes.items() if change}
+    (``grpo --sub-call-budgets``), at every budget of ``config.sub_call_budgets``; or, given ``widths``,
+    each APR SFT model against its GRPO run with the engine's ``spawn_width`` at each (runs ``width-N``)."""
+    before, after, run_name, values = ("apr_sft", "apr_grpo", "width-{}", widths) if widths else \
+        ("apr_budget", "apr_budget_grpo", "budget-{}", config.sub_call_budgets)
+    changes = {v: _before_after(config, records, models, fingerprints, before, after, run_name.format(v)) for v in values}
+    return {str(v): change for v, change in changes.items() if change}
 
 
-def fixed_children_sentence(fixed: dict) -> str:
-    """The README's line for :func:`rl_fixed_children`: RL's paired gain at each fixed number of children."""
+def fixed_children_sentence(fixed: dict, how: str = "the sub-call budget model before and after GRPO") -> str:
+    """The README's line for :func:`rl_fixed_children`: RL's paired gain at each fixed number of children,
+    ``how`` saying what fixed it."""
     def one(budget: str, change: dict) -> str:
         a = change["accuracy"]
         return (f"{budget} children {100 * a['before']:.1f}% -> {100 * a['after']:.1f}% "
                 f"({100 * a['difference']:+.1f}, 95% CI {100 * a['ci95'][0]:+.1f} to {100 * a['ci95'][1]:+.1f}"
                 + (", within noise)" if a["within_noise"] else ")"))
-    return ("RL at a fixed number of children (the sub-call budget model before and after GRPO, paired; "
+    return (f"RL at a fixed number of children ({how}, paired; "
             "paper: 83.2% -> 83.3% at 10 children): " + "; ".join(one(b, c) for b, c in fixed.items()) + ".")

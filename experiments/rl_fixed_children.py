@@ -1,20 +1,26 @@
-"""What RL buys at a fixed number of children, on the cpu task: accuracy before and after GRPO with
-the number of children fixed by the prompt, beside the same before/after with free spawning.
+"""What RL buys at a fixed number of children: accuracy before and after GRPO with the number of
+children fixed, beside the same before/after with free spawning.
 
 The paper's appendix finds APR's RL gain near zero when 10 children are enforced (83.2% before, 83.3%
-after), so its gain comes mostly from a wider search, not from better choices at one width. Here the
-width is fixed by the sub-call budget model (``data/cpu-apr-budget``, which obeys ``Sub Call Budget:
-N``) and its GRPO run on its own drawn budgets (``data/cpu-apr-budget-grpo``, made by ``grpo
---sub-call-budgets 3,4,5,6``). Both run greedily through the engine at every budget of the cpu
-reproduction on its 200 validation problems (resumable records in the reproduction's records folder,
-the same files ``reproduce`` reads), paired by :func:`apr_mini.rl_effects.rl_fixed_children`. The
-free-spawning row is the cpu reproduction's own (``data/results/summary.json``, key ``rl``); where
-each run's tokens go (the root's text after its join against a child's) says what RL changed at a
-fixed width.
-Writes ``data/grpo/fixed_children.json``. Neither model's settings were chosen on these problems beyond
-what the shipped APR GRPO recipe was (its beta was picked on them).
+after), so its gain comes mostly from a wider search, not from better choices at one width.
 
-Run:  python experiments/rl_fixed_children.py [--threads 1]
+- ``--profile cpu`` (the 3-number task): the width is fixed by the prompt. The sub-call budget model
+  (``data/cpu-apr-budget``, which obeys ``Sub Call Budget: N``) and its GRPO run on its own drawn
+  budgets (``data/cpu-apr-budget-grpo``, made by ``grpo --sub-call-budgets 3,4,5,6``) run at every
+  budget of the cpu reproduction on its 200 validation problems; neither model's settings were chosen
+  on them beyond what the shipped APR GRPO recipe was (its beta was picked on them).
+  Writes ``data/grpo/fixed_children.json``.
+- ``--profile cpu4`` (the deep task, which has no budget model): the width is fixed by the engine.
+  Every deep APR SFT model and its GRPO run run with ``Limits.spawn_width`` N (the first N children
+  each spawn names run and are joined; the models spawn 5 or 6), on the deep reproduction's test
+  problems, which no choice has seen. Writes ``data/grpo/cpu4-fixed-children.json``.
+
+Each run is greedy through the engine, with resumable records in the reproduction's records folder
+(the files ``reproduce`` reads), paired per training seed by :func:`apr_mini.rl_effects.rl_fixed_children`.
+The free-spawning row is the reproduction's own (``summary.json``, key ``rl``); where each run's tokens
+go (the root's text after its join against a child's) says what RL changed at a fixed width.
+
+Run:  python experiments/rl_fixed_children.py [--profile cpu|cpu4] [--widths 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "data" / "grpo" / "fixed_children.json"
-ROLES = ("apr_budget", "apr_budget_grpo")
+BUDGET_ROLES = ("apr_budget", "apr_budget_grpo")
+WIDTH_ROLES = ("apr_sft", "apr_grpo")
 
 
 def thread_lengths(records: list[dict]) -> dict:
@@ -49,10 +55,34 @@ def thread_lengths(records: list[dict]) -> dict:
             "failed_threads": sum(1 for r in records for t in iter_threads(r["tree"]) if t.get("failure"))}
 
 
+def width_runs(config, models: dict[str, list[str]], fingerprints: dict[str, str], widths: list[int]) -> list:
+    """The engine-width runs of every APR SFT model that has a GRPO run, and of that run."""
+    from apr_mini.engine import Limits
+    from apr_mini.inference import EvalSettings
+    from apr_mini.results import Run
+    from apr_mini.rl_effects import grpo_pairs
+
+    runs = []
+    for sft_seed, grpo_seed in grpo_pairs(models, fingerprints, *WIDTH_ROLES):
+        for role, seed in zip(WIDTH_ROLES, (sft_seed, grpo_seed)):
+            runs += [Run(role, seed, f"width-{w}", EvalSettings(method="apr", limits=Limits(context=config.windows[-1],
+                                                                                              spawn_width=w)),
+                         config.n_problems) for w in widths]
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=["cpu", "cpu4"], default="cpu")
+    parser.add_argument("--widths", default="3", help="cpu4: comma-separated numbers of children to run (default 3)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    try:
+        widths = [int(w) for w in args.widths.split(",")]
+    except ValueError:
+        parser.error(f"--widths takes numbers separated by commas, e.g. 3,4; got {args.widths!r}")
+    if min(widths) < 1:
+        parser.error("every width must be at least 1")
     import torch
 
     from apr_mini import results
@@ -62,37 +92,47 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = get_reproduce_config("cpu").at(ROOT)
-    # the GRPO run started from the first budget model; the other seeds have no GRPO run to pair with
-    config = dataclasses.replace(config, apr_budget=config.apr_budget[:1])
+    config = get_reproduce_config(args.profile).at(ROOT)
+    deep = args.profile == "cpu4"
+    roles = WIDTH_ROLES if deep else BUDGET_ROLES
+    if not deep:  # the GRPO run started from the first budget model; the other seeds have no GRPO run to pair with
+        config = dataclasses.replace(config, apr_budget=config.apr_budget[:1])
     models, missing = results.available_models(config)
-    if not all(models[role] for role in ROLES):
-        raise SystemExit(f"needs both budget models; missing: {', '.join(m for m in missing if 'budget' in m)}")
-    models = {role: models[role] if role in ROLES else [] for role in models}
-    fingerprints = {c: checkpoint_fingerprint(c) for role in ROLES for c in models[role]}
-    runs = [r for r in results.plan(config, models) if r.role in ROLES]
+    if not all(models[role] for role in roles):
+        raise SystemExit(f"needs the models of {' and '.join(roles)}; missing: {', '.join(missing) or 'none listed'}")
+    models = {role: models[role] if role in roles else [] for role in models}
+    fingerprints = {c: checkpoint_fingerprint(c) for role in roles for c in models[role]}
+    runs = width_runs(config, models, fingerprints, widths) if deep else \
+        [r for r in results.plan(config, models) if r.role in roles]
     results.execute(config, models, runs, fingerprints, progress=False)
     loaded = {(r.role, r.seed, r.name): results.load_records(config, r) for r in runs}  # each file read once
-    fixed = rl_fixed_children(config, lambda role, seed, name: loaded[(role, seed, name)], models, fingerprints)
-    where = {f"{role} budget-{b}": thread_lengths(loaded[(role, 0, f"budget-{b}")])
-             for role in ROLES for b in config.sub_call_budgets}
-    free = json.loads((ROOT / "data" / "results" / "summary.json").read_text())["rl"].get("apr")
+    fixed = rl_fixed_children(config, lambda role, seed, name: loaded[(role, seed, name)], models, fingerprints,
+                              tuple(widths) if deep else ())
+    where = {f"{role} {name}": thread_lengths([r for (rl, _, nm), records in loaded.items()
+                                               if (rl, nm) == (role, name) for r in records])
+             for role, name in dict.fromkeys((r.role, r.name) for r in runs)}
+    summary = Path(config.out) / "summary.json"
+    free = json.loads(summary.read_text())["rl"].get("apr") if summary.exists() else None
+    how = "the APR models before and after GRPO, the engine running the first N children of each spawn" if deep \
+        else "the sub-call budget model before and after GRPO"
 
-    def relative(path: str) -> str:
+    def relative(path) -> str:
         return str(Path(path).relative_to(ROOT))
 
-    OUT.write_text(json.dumps({"command": "python experiments/rl_fixed_children.py", "problems": relative(config.problems),
-                               "n": config.n_problems, "models": {r: [relative(c) for c in models[r]] for r in ROLES},
+    out = ROOT / "data" / "grpo" / ("cpu4-fixed-children.json" if deep else "fixed_children.json")
+    command = "python experiments/rl_fixed_children.py" + (f" --profile cpu4 --widths {args.widths}" if deep else "")
+    out.write_text(json.dumps({"command": command, "problems": relative(config.problems), "n": config.n_problems,
+                               "models": {r: [relative(c) for c in models[r]] for r in roles}, "fixed_by": how,
                                "fixed_children": fixed, "where_the_tokens_go": where, "free_spawning": free},
                               indent=1) + "\n")
-    print(fixed_children_sentence(fixed))
+    print(fixed_children_sentence(fixed, how))
     for name, lengths in where.items():
         print(f"{name}: the root's last call {lengths['root_last_call']:.0f} tokens ({lengths['root_after_join']:.0f} after "
               f"its join), a child's {lengths['child']:.0f}, "
               f"{lengths['children']:.2f} children, {lengths['failed_threads']} threads that failed")
     if free:
         a = free["accuracy"]
-        print(f"free spawning (data/results/summary.json): {100 * a['before']:.1f}% -> {100 * a['after']:.1f}% "
+        print(f"free spawning ({relative(summary)}): {100 * a['before']:.1f}% -> {100 * a['after']:.1f}% "
               f"({100 * a['difference']:+.1f}, 95% CI {100 * a['ci95'][0]:+.1f} to {100 * a['ci95'][1]:+.1f})")
 
 

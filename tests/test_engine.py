@@ -96,6 +96,35 @@ def test_limits_end_threads_as_failures_not_exceptions(limits, reason):
     assert not any(r["verified"] for r in records)
 
 
+def test_a_spawn_width_runs_the_first_children_and_joins_only_those():
+    problems, trees = nested_trees(6, max_depth=1)
+    asked = []
+
+    class Recording(ScriptedBackend):
+        def step(self, requests):
+            asked.extend(r.text for r in requests)
+            return super().step(requests)
+
+    records = run_problems(Recording(scripted_from_trees(trees)), problems, limits=Limits(max_depth=1, spawn_width=2))
+    for record, tree in zip(records, trees):
+        spawned = tl.parse_spawn(tree["main_calls"][0]).node_ids
+        assert len(spawned) > 2, "the fixture should spawn more children than the width"
+        assert record["tree"]["main_calls"][0] == tree["main_calls"][0]  # the spawn as the model wrote it
+        assert [bare(c) for c in record["tree"]["sub_calls"][0]] == tree["sub_calls"][0][:2]
+        joined = next(t for t in asked if t.startswith(tl.parse_spawn(tree["main_calls"][0]).before + tl.JOIN_OPEN))
+        assert [line.rsplit("#", 1)[1].rstrip(">") for line in joined.splitlines() if "Sub Search" in line
+                and "at Node #" in line] == list(spawned[:2])
+    with pytest.raises(ValueError, match="spawn_width"):
+        Limits(spawn_width=0)
+
+
+def test_settings_without_a_width_keep_the_records_written_before_it():
+    from apr_mini.inference import EvalSettings
+
+    assert "spawn_width" not in EvalSettings().to_dict()["limits"]  # older settings files still match
+    assert EvalSettings(limits=Limits(spawn_width=3)).to_dict()["limits"]["spawn_width"] == 3
+
+
 def test_malformed_output_and_backend_errors_are_recorded_per_thread():
     problems, trees = nested_trees(4, max_depth=1)
     script = scripted_from_trees(trees)

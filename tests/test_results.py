@@ -269,6 +269,13 @@ def test_rl_at_a_fixed_number_of_children_compares_each_budget_before_and_after(
     assert "4 children 50.0% -> 100.0% (+50.0" in sentence
     assert rl_effects.rl_fixed_children(config, lambda *a: [], {"apr_budget": ["budget"], "apr_budget_grpo": []},
                                         fingerprints) == {}
+    # the deep task's engine-fixed width: the APR SFT model and its GRPO run, runs named width-N
+    widths = {(role.replace("budget_grpo", "grpo").replace("budget", "sft"), 0, name.replace("budget", "width")): rows
+              for (role, _, name), rows in records.items()}
+    deep = rl_effects.rl_fixed_children(config, lambda role, seed, name: widths[(role, seed, name)],
+                                        {"apr_sft": ["budget"], "apr_grpo": [str(grpo)]}, fingerprints, widths=(2, 4))
+    assert {w: change["accuracy"]["difference"] for w, change in deep.items()} == {"2": 0, "4": 0.5}
+    assert "the engine" in rl_effects.fixed_children_sentence(deep, "the engine running N children")
 
     plan = results.plan(config, {"apr_budget": ["budget"], "apr_budget_grpo": [str(grpo)]})
     assert {r.name for r in plan if r.role == "apr_budget_grpo"} == {"budget-2", "budget-4"}
