@@ -318,6 +318,27 @@ def depth_figure(depth: list[dict], title: str = "Depth: APR minus SoS+ on each 
     return fig
 
 
+def fixed_children_figure(studies: dict[str, dict],
+                          title: str = "What RL buys: APR's paired gain at a fixed number of children, and free") -> go.Figure:
+    """RL's paired gain (after - before, 95% interval) at each fixed number of children and with free
+    spawning, one series per task (``studies``: task -> what ``experiments/rl_fixed_children.py`` wrote)."""
+    fig = go.Figure()
+    for color, (task, study) in zip(TASK_COLORS, studies.items()):
+        points = [(f"{n} fixed", change["accuracy"]) for n, change in study["fixed_children"].items()]
+        points += [("free", study["free_spawning"]["accuracy"])] if study.get("free_spawning") else []
+        fig.add_trace(go.Scatter(
+            x=[x for x, _ in points], y=[a["difference"] for _, a in points], name=task, mode="markers",
+            marker={"color": color, "size": 11},
+            error_y=_error_y([{"accuracy": a["difference"], "ci95": a["ci95"]} for _, a in points]),
+            hovertext=[f"{task}, {x}: {a['before']:.1%} -> {a['after']:.1%} ({a['difference']:+.1%}, "
+                       f"{a['ci95'][0]:+.1%} to {a['ci95'][1]:+.1%}), n={a['n']}" for x, a in points], hoverinfo="text"))
+    fig.add_hline(y=0, line={"color": "grey", "dash": "dot"})
+    fig.update_layout(title=title, scattermode="group", xaxis_title="children per spawn",
+                      yaxis_title="after RL - before (accuracy)", yaxis_tickformat="+.0%", height=400,
+                      legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
 def write_claim_figures(summary: dict, out: Path) -> None:
     """Each of :func:`claim_figures` as HTML (interactive) and, where a browser can draw it, as PNG
     (for the README). A PNG that cannot be redrawn is removed: one from an older summary would

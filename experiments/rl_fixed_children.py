@@ -108,9 +108,10 @@ def main() -> None:
     loaded = {(r.role, r.seed, r.name): results.load_records(config, r) for r in runs}  # each file read once
     fixed = rl_fixed_children(config, lambda role, seed, name: loaded[(role, seed, name)], models, fingerprints,
                               tuple(widths) if deep else ())
-    where = {f"{role} {name}": thread_lengths([r for (rl, _, nm), records in loaded.items()
-                                               if (rl, nm) == (role, name) for r in records])
-             for role, name in dict.fromkeys((r.role, r.name) for r in runs)}
+    run_name = "width-{}" if deep else "budget-{}"
+    where = {value: {when: thread_lengths([r for (rl, _, name), records in loaded.items()
+                                           if (rl, name) == (role, run_name.format(value)) for r in records])
+                     for when, role in zip(("before", "after"), roles)} for value in fixed}
     summary = Path(config.out) / "summary.json"
     free = json.loads(summary.read_text())["rl"].get("apr") if summary.exists() else None
     how = "the APR models before and after GRPO, the engine running the first N children of each spawn" if deep \
@@ -126,10 +127,11 @@ def main() -> None:
                                "fixed_children": fixed, "where_the_tokens_go": where, "free_spawning": free},
                               indent=1) + "\n")
     print(fixed_children_sentence(fixed, how))
-    for name, lengths in where.items():
-        print(f"{name}: the root's last call {lengths['root_last_call']:.0f} tokens ({lengths['root_after_join']:.0f} after "
-              f"its join), a child's {lengths['child']:.0f}, "
-              f"{lengths['children']:.2f} children, {lengths['failed_threads']} threads that failed")
+    for value, both in where.items():
+        for when, lengths in both.items():
+            print(f"{value} children, {when} RL: the root's last call {lengths['root_last_call']:.0f} tokens "
+                  f"({lengths['root_after_join']:.0f} after its join), a child's {lengths['child']:.0f}, "
+                  f"{lengths['children']:.2f} children, {lengths['failed_threads']} threads that failed")
     if free:
         a = free["accuracy"]
         print(f"free spawning ({relative(summary)}): {100 * a['before']:.1f}% -> {100 * a['after']:.1f}% "

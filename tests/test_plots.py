@@ -34,6 +34,20 @@ def test_method_comparison_has_an_accuracy_axis_from_0_to_1_and_a_colour_per_met
     assert [a.text for a in fig.layout.annotations][0] == "accuracy (verified)"
 
 
+def test_the_fixed_children_figure_puts_each_task_on_the_same_widths_with_its_interval():
+    def change(difference):
+        return {"accuracy": {"before": 0.5, "after": 0.5 + difference, "difference": difference,
+                             "ci95": [difference - 0.05, difference + 0.1], "n": 100}}
+
+    shallow = {"fixed_children": {"3": change(0.07), "6": change(0.0)}, "free_spawning": change(0.06)}
+    deep = {"fixed_children": {"3": change(-0.01)}, "free_spawning": None}
+    fig = plots.fixed_children_figure({"3 numbers": shallow, "4 numbers": deep})
+    assert [trace.x for trace in fig.data] == [("3 fixed", "6 fixed", "free"), ("3 fixed",)]
+    assert fig.data[0].error_y.array == pytest.approx((0.1, 0.1, 0.1))
+    assert fig.data[1].error_y.arrayminus == pytest.approx((0.05,))
+    assert fig.layout.yaxis.tickformat == "+.0%"
+
+
 def test_the_notebooks_first_cell_picks_a_renderer_that_embeds_plotly(capsys):
     pio.renderers.default = "json"
     print_environment(get_profile("tiny"))
