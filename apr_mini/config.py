@@ -165,7 +165,7 @@ class GRPOConfig:
     loss_type: str = "grpo"            # "grpo", "dr_grpo" or "dapo" (TRL's meanings; see grpo.token_weights)
     scale_rewards: str = "group"       # "group": divide by the group's std (APR); "batch"; "none" (ThreadWeaver)
     sequence_weighting: str = "tree"   # "tree": each tree counts once, however many threads (APR); "sequence"
-    trained_threads: str = "all"       # "all" (APR: parent and children) or "root" (children are not trained)
+    trained_threads: str = "all"       # "all" (APR: parent and children) or "root" (children's calls give no gradient)
     num_iterations: int = 1            # optimizer steps on each batch of rollouts (APR: 2)
     max_completion_length: int | None = None  # dr_grpo's normaliser (None: the model's context)
     mask_truncated_completions: bool = False  # don't train calls cut by the context or a limit

@@ -29,7 +29,7 @@ POINTS = {  # name -> (what changes, kind, run folder, GRPOConfig changes)
     "apr-binary": ("APR with the cpu preset", "apr", "runs/cpu/grpo-apr", {}),
     "apr-lr-3e-4": ("learning rate 3e-4 instead of 1e-4", "apr", "runs/grpo/apr-lr-3e-4", {"learning_rate": 3e-4}),
     "apr-beta-0.04": ("KL weight beta 0.04 instead of 0.001", "apr", "runs/grpo/apr-beta-0.04", {"beta": 0.04}),
-    "apr-root-only": ("beta 0.04, only the root's calls trained (children keep their SFT search)", "apr",
+    "apr-root-only": ("beta 0.04, only the root's calls trained (the children's calls give no gradient)", "apr",
                       "runs/grpo/apr-root-only", {"beta": 0.04, "trained_threads": "root"}),
     "sosp-beta-0.04": ("SoS+ with beta 0.04 (the shipped APR run's settings)", "sosp", "runs/grpo/sosp-beta-0.04",
                        {"beta": 0.04}),
