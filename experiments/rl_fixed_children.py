@@ -71,6 +71,33 @@ def width_runs(config, models: dict[str, list[str]], fingerprints: dict[str, str
     return runs
 
 
+def width_held(config, loaded: dict, models: dict[str, list[str]], fingerprints: dict[str, str], widths: list[int]) -> dict:
+    """The engine caps each spawn, not the problem: a parent that gets fewer results than it asked for may
+    spawn again. For each width: every seed's spawns per problem before and after RL, and RL's before/after
+    pooled over the seeds where every problem spawned once on both sides (its width held)."""
+    from apr_mini.rl_effects import grpo_pairs, rl_fixed_children
+
+    out = {}
+    for w in widths:
+        pairs = grpo_pairs(models, fingerprints, *WIDTH_ROLES)
+        spawns = [[max(len(r["tree"].get("sub_calls", [])) for r in loaded[(role, seed, f"width-{w}")])
+                   for role, seed in zip(WIDTH_ROLES, pair)] for pair in pairs]
+        kept = [pair for pair, most in zip(pairs, spawns) if max(most) <= 1]
+        subset = {"apr_sft": [models["apr_sft"][s] for s, _ in kept], "apr_grpo": [models["apr_grpo"][g] for _, g in kept]}
+        index = {(role, c): seed for role in WIDTH_ROLES for seed, c in enumerate(models[role])}
+        records = lambda role, seed, name: loaded[(role, index[(role, subset[role][seed])], name)]  # noqa: E731
+        out[str(w)] = {"spawns_per_problem": {models["apr_sft"][s].split("/")[-1]: [
+                           mean_spawns(loaded[(role, seed, f"width-{w}")]) for role, seed in zip(WIDTH_ROLES, (s, g))]
+                           for s, g in pairs},
+                       "seeds": [models["apr_sft"][s].split("/")[-1] for s, _ in kept],
+                       "fixed_children": rl_fixed_children(config, records, subset, fingerprints, (w,))}
+    return out
+
+
+def mean_spawns(records: list[dict]) -> float:
+    return round(sum(len(r["tree"].get("sub_calls", [])) for r in records) / len(records), 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=["cpu", "cpu4"], default="cpu")
@@ -108,6 +135,7 @@ def main() -> None:
     loaded = {(r.role, r.seed, r.name): results.load_records(config, r) for r in runs}  # each file read once
     fixed = rl_fixed_children(config, lambda role, seed, name: loaded[(role, seed, name)], models, fingerprints,
                               tuple(widths) if deep else ())
+    held = width_held(config, loaded, models, fingerprints, widths) if deep else {}
     run_name = "width-{}" if deep else "budget-{}"
     where = {value: {when: thread_lengths([r for (rl, _, name), records in loaded.items()
                                            if (rl, name) == (role, run_name.format(value)) for r in records])
@@ -124,9 +152,14 @@ def main() -> None:
     command = "python experiments/rl_fixed_children.py" + (f" --profile cpu4 --widths {args.widths}" if deep else "")
     out.write_text(json.dumps({"command": command, "problems": relative(config.problems), "n": config.n_problems,
                                "models": {r: [relative(c) for c in models[r]] for r in roles}, "fixed_by": how,
-                               "fixed_children": fixed, "where_the_tokens_go": where, "free_spawning": free},
+                               "fixed_children": fixed, "where_the_tokens_go": where, "free_spawning": free,
+                               **({"where_the_width_held": held} if deep else {})},
                               indent=1) + "\n")
     print(fixed_children_sentence(fixed, how))
+    for value, study in held.items():
+        print(f"{value} children: spawns per problem, (before, after) RL, by seed: {study['spawns_per_problem']}; "
+              f"pooled over the {len(study['seeds'])} seed(s) whose every problem spawned once: "
+              + (fixed_children_sentence(study["fixed_children"], how) if study["fixed_children"] else "none"))
     for value, both in where.items():
         for when, lengths in both.items():
             print(f"{value} children, {when} RL: the root's last call {lengths['root_last_call']:.0f} tokens "
