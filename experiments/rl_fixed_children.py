@@ -77,15 +77,18 @@ def width_held(config, loaded: dict, models: dict[str, list[str]], fingerprints:
     pooled over the seeds where every problem spawned once on both sides (its width held)."""
     from apr_mini.rl_effects import grpo_pairs, rl_fixed_children
 
+    pairs = grpo_pairs(models, fingerprints, *WIDTH_ROLES)
+    index = {(role, c): seed for role in WIDTH_ROLES for seed, c in enumerate(models[role])}
     out = {}
     for w in widths:
-        pairs = grpo_pairs(models, fingerprints, *WIDTH_ROLES)
         spawns = [[max(len(r["tree"].get("sub_calls", [])) for r in loaded[(role, seed, f"width-{w}")])
                    for role, seed in zip(WIDTH_ROLES, pair)] for pair in pairs]
         kept = [pair for pair, most in zip(pairs, spawns) if max(most) <= 1]
         subset = {"apr_sft": [models["apr_sft"][s] for s, _ in kept], "apr_grpo": [models["apr_grpo"][g] for _, g in kept]}
-        index = {(role, c): seed for role in WIDTH_ROLES for seed, c in enumerate(models[role])}
-        records = lambda role, seed, name: loaded[(role, index[(role, subset[role][seed])], name)]  # noqa: E731
+
+        def records(role: str, seed: int, name: str, subset=subset) -> list[dict]:  # seed: an index into subset
+            return loaded[(role, index[(role, subset[role][seed])], name)]
+
         out[str(w)] = {"spawns_per_problem": {models["apr_sft"][s].split("/")[-1]: [
                            mean_spawns(loaded[(role, seed, f"width-{w}")]) for role, seed in zip(WIDTH_ROLES, (s, g))]
                            for s, g in pairs},
