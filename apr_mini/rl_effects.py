@@ -74,12 +74,16 @@ def rl_changes(config, records: Records, models, fingerprints) -> dict:
     return {m: change for m, change in changes.items() if change}
 
 
+# how the number of children is fixed -> (the role before RL, the role after, the name of its runs at N)
+FIXED_BY_PROMPT = ("apr_budget", "apr_budget_grpo", "budget-{}")   # the sub-call budget models
+FIXED_BY_ENGINE = ("apr_sft", "apr_grpo", "width-{}")              # Limits.spawn_width
+
+
 def rl_fixed_children(config, records: Records, models, fingerprints, widths: tuple[int, ...] = ()) -> dict:
     """RL before/after at a fixed number of children: each sub-call budget model against its GRPO run
     (``grpo --sub-call-budgets``), at every budget of ``config.sub_call_budgets``; or, given ``widths``,
     each APR SFT model against its GRPO run with the engine's ``spawn_width`` at each (runs ``width-N``)."""
-    before, after, run_name, values = ("apr_sft", "apr_grpo", "width-{}", widths) if widths else \
-        ("apr_budget", "apr_budget_grpo", "budget-{}", config.sub_call_budgets)
+    (before, after, run_name), values = (FIXED_BY_ENGINE, widths) if widths else (FIXED_BY_PROMPT, config.sub_call_budgets)
     changes = {v: _before_after(config, records, models, fingerprints, before, after, run_name.format(v)) for v in values}
     return {str(v): change for v, change in changes.items() if change}
 

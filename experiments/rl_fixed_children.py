@@ -31,8 +31,6 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BUDGET_ROLES = ("apr_budget", "apr_budget_grpo")
-WIDTH_ROLES = ("apr_sft", "apr_grpo")
 
 
 def thread_lengths(records: list[dict]) -> dict:
@@ -60,12 +58,13 @@ def width_runs(config, models: dict[str, list[str]], fingerprints: dict[str, str
     from apr_mini.engine import Limits
     from apr_mini.inference import EvalSettings
     from apr_mini.results import Run
-    from apr_mini.rl_effects import grpo_pairs
+    from apr_mini.rl_effects import FIXED_BY_ENGINE, grpo_pairs
 
+    *roles, run_name = FIXED_BY_ENGINE
     runs = []
-    for sft_seed, grpo_seed in grpo_pairs(models, fingerprints, *WIDTH_ROLES):
-        for role, seed in zip(WIDTH_ROLES, (sft_seed, grpo_seed)):
-            runs += [Run(role, seed, f"width-{w}", EvalSettings(method="apr", limits=Limits(context=config.windows[-1],
+    for sft_seed, grpo_seed in grpo_pairs(models, fingerprints, *roles):
+        for role, seed in zip(roles, (sft_seed, grpo_seed)):
+            runs += [Run(role, seed, run_name.format(w), EvalSettings(method="apr", limits=Limits(context=config.windows[-1],
                                                                                               spawn_width=w)),
                          config.n_problems) for w in widths]
     return runs
@@ -75,24 +74,25 @@ def width_held(config, loaded: dict, models: dict[str, list[str]], fingerprints:
     """The engine caps each spawn, not the problem: a parent that gets fewer results than it asked for may
     spawn again. For each width: every seed's spawns per problem before and after RL, and RL's before/after
     pooled over the seeds where every problem spawned once on both sides (its width held)."""
-    from apr_mini.rl_effects import grpo_pairs, rl_fixed_children
+    from apr_mini.rl_effects import FIXED_BY_ENGINE, grpo_pairs, rl_fixed_children
 
-    pairs = grpo_pairs(models, fingerprints, *WIDTH_ROLES)
-    index = {(role, c): seed for role in WIDTH_ROLES for seed, c in enumerate(models[role])}
+    *roles, run_name = FIXED_BY_ENGINE
+    pairs = grpo_pairs(models, fingerprints, *roles)
+    index = {(role, c): seed for role in roles for seed, c in enumerate(models[role])}
     out = {}
     for w in widths:
-        spawns = [[max(len(r["tree"].get("sub_calls", [])) for r in loaded[(role, seed, f"width-{w}")])
-                   for role, seed in zip(WIDTH_ROLES, pair)] for pair in pairs]
+        spawns = [[max(len(r["tree"].get("sub_calls", [])) for r in loaded[(role, seed, run_name.format(w))])
+                   for role, seed in zip(roles, pair)] for pair in pairs]
         kept = [pair for pair, most in zip(pairs, spawns) if max(most) <= 1]
-        subset = {"apr_sft": [models["apr_sft"][s] for s, _ in kept], "apr_grpo": [models["apr_grpo"][g] for _, g in kept]}
+        subset = {role: [models[role][pair[k]] for pair in kept] for k, role in enumerate(roles)}
 
         def records(role: str, seed: int, name: str, subset=subset) -> list[dict]:  # seed: an index into subset
             return loaded[(role, index[(role, subset[role][seed])], name)]
 
-        out[str(w)] = {"spawns_per_problem": {models["apr_sft"][s].split("/")[-1]: [
-                           mean_spawns(loaded[(role, seed, f"width-{w}")]) for role, seed in zip(WIDTH_ROLES, (s, g))]
+        out[str(w)] = {"spawns_per_problem": {models[roles[0]][s].split("/")[-1]: [
+                           mean_spawns(loaded[(role, seed, run_name.format(w))]) for role, seed in zip(roles, (s, g))]
                            for s, g in pairs},
-                       "seeds": [models["apr_sft"][s].split("/")[-1] for s, _ in kept],
+                       "seeds": [models[roles[0]][s].split("/")[-1] for s, _ in kept],
                        "fixed_children": rl_fixed_children(config, records, subset, fingerprints, (w,))}
     return out
 
@@ -118,13 +118,13 @@ def main() -> None:
     from apr_mini import results
     from apr_mini.config import get_reproduce_config
     from apr_mini.inference import checkpoint_fingerprint
-    from apr_mini.rl_effects import fixed_children_sentence, rl_fixed_children
+    from apr_mini.rl_effects import FIXED_BY_ENGINE, FIXED_BY_PROMPT, fixed_children_sentence, rl_fixed_children
 
     if args.threads:
         torch.set_num_threads(args.threads)
     config = get_reproduce_config(args.profile).at(ROOT)
     deep = args.profile == "cpu4"
-    roles = WIDTH_ROLES if deep else BUDGET_ROLES
+    *roles, run_name = FIXED_BY_ENGINE if deep else FIXED_BY_PROMPT
     if not deep:  # the GRPO run started from the first budget model; the other seeds have no GRPO run to pair with
         config = dataclasses.replace(config, apr_budget=config.apr_budget[:1])
     models, missing = results.available_models(config)
@@ -139,7 +139,6 @@ def main() -> None:
     fixed = rl_fixed_children(config, lambda role, seed, name: loaded[(role, seed, name)], models, fingerprints,
                               tuple(widths) if deep else ())
     held = width_held(config, loaded, models, fingerprints, widths) if deep else {}
-    run_name = "width-{}" if deep else "budget-{}"
     where = {value: {when: thread_lengths([r for (rl, _, name), records in loaded.items()
                                            if (rl, name) == (role, run_name.format(value)) for r in records])
                      for when, role in zip(("before", "after"), roles)} for value in fixed}
