@@ -124,7 +124,7 @@ def cmd_grpo(args) -> None:
                ("learning_rate", "max_steps", "problems_per_step", "num_generations", "beta", "epsilon",
                 "epsilon_high", "loss_type", "scale_rewards", "sequence_weighting", "num_iterations", "reward",
                 "eval_steps", "eval_problems", "seed", "temperature", "min_well_formed", "efficiency_cap",
-                "trained_threads")}
+                "trained_threads", "mask_truncated_completions")}
     if args.sub_call_budgets:
         try:
             changes["sub_call_budgets"] = tuple(int(b) for b in args.sub_call_budgets.split(","))
@@ -290,6 +290,8 @@ def register(sub) -> None:
     rl.add_argument("--scale-rewards", choices=["group", "batch", "none"])
     rl.add_argument("--sequence-weighting", choices=["tree", "sequence"])
     rl.add_argument("--trained-threads", choices=["all", "root"])
+    rl.add_argument("--mask-truncated-completions", action="store_const", const=True,
+                    help="give no gradient to calls cut by the context or a limit (TRL's option of that name)")
     rl.add_argument("--reward", choices=["binary", "efficiency", "thread_penalty"])
     rl.add_argument("--sub-call-budgets", metavar="N,N,...", help="condition each problem's trees on 'Sub Call "
                     "Budget: N', N drawn from these (RL of a sub-call budget model, e.g. data/cpu-apr-budget)")

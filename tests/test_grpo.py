@@ -300,11 +300,12 @@ def test_tiny_end_to_end_through_the_command_line(tmp_path, capsys):
     out, ship = tmp_path / "run", tmp_path / "ship"
     main(["grpo", "--profile", "tiny", "--checkpoint", str(TINY_APR), "--kind", "apr", "--problems", str(TRAIN),
           "--n-train", "20", "--out", str(out), "--ship", str(ship), "--ship-val", "6", "--reward", "thread_penalty",
-          "--no-progress"])
+          "--mask-truncated-completions", "--no-progress"])
     printed = capsys.readouterr().out
     assert "shipped to" in printed and "paired difference" in printed
     metrics = json.loads((ship / "metrics.json").read_text())
     assert metrics["steps"] == 3 and metrics["trees"] == 3 * 2 * 4
+    assert metrics["config"]["mask_truncated_completions"] is True and metrics["config"]["reward"] == "thread_penalty"
     assert metrics["validation"]["accuracy_difference"]["n"] == 6
     assert (ship / "model.safetensors").exists() and (ship / "curve.jsonl").exists()
     curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
