@@ -124,7 +124,7 @@ def cmd_grpo(args) -> None:
                ("learning_rate", "max_steps", "problems_per_step", "num_generations", "beta", "epsilon",
                 "epsilon_high", "loss_type", "scale_rewards", "sequence_weighting", "num_iterations", "reward",
                 "eval_steps", "eval_problems", "seed", "temperature", "min_well_formed", "efficiency_cap",
-                "trained_threads", "mask_truncated_completions")}
+                "trained_threads", "mask_truncated_completions", "shuffle_rewards")}
     if args.sub_call_budgets:
         try:
             changes["sub_call_budgets"] = tuple(int(b) for b in args.sub_call_budgets.split(","))
@@ -292,6 +292,8 @@ def register(sub) -> None:
     rl.add_argument("--trained-threads", choices=["all", "root"])
     rl.add_argument("--mask-truncated-completions", action="store_const", const=True,
                     help="give no gradient to calls cut by the context or a limit (TRL's option of that name)")
+    rl.add_argument("--shuffle-rewards", action="store_const", const=True,
+                    help="a placebo run: deal each group's rewards to its trees at random (RL's signal without its direction)")
     rl.add_argument("--reward", choices=["binary", "efficiency", "thread_penalty"])
     rl.add_argument("--sub-call-budgets", metavar="N,N,...", help="condition each problem's trees on 'Sub Call "
                     "Budget: N', N drawn from these (RL of a sub-call budget model, e.g. data/cpu-apr-budget)")

@@ -173,6 +173,7 @@ class GRPOConfig:
     weight_decay: float = 0.0
     reward: str = "binary"             # a key of grpo.REWARDS
     efficiency_cap: float = 0.2        # the "efficiency" reward's cap on 1 - critical path / total tokens (ThreadWeaver)
+    shuffle_rewards: bool = False      # a placebo: each group's rewards dealt to its trees at random (signal without direction)
     # RL of a sub-call budget model: each problem's trees are conditioned on "Sub Call Budget: N", N
     # drawn per problem from these (empty: no condition), so accuracy at a fixed number of children
     # can be compared before and after RL (the paper's appendix: 10 children enforced)

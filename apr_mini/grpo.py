@@ -290,11 +290,23 @@ def step_rollouts(model, tokenizer, problems: list[Problem], config: GRPOConfig,
     return records
 
 
-def score_rollouts(records: list[dict], tokenizer, config: GRPOConfig):
+def shuffled_within_groups(rewards: list[float], num_generations: int, rng: random.Random) -> list[float]:
+    """Each group's rewards dealt to its trees in a random order: the same signal, in size and in how
+    many groups carry one, with its direction taken away (``GRPOConfig.shuffle_rewards``, a placebo)."""
+    dealt = []
+    for start in range(0, len(rewards), num_generations):
+        group = rewards[start:start + num_generations]
+        dealt += rng.sample(group, len(group))
+    return dealt
+
+
+def score_rollouts(records: list[dict], tokenizer, config: GRPOConfig, step: int = 0):
     """Rewards and advantages of a step's records (set on each as ``reward`` and ``advantage``).
     Returns the rewards, each group's signal, every tree's rows (trained or not) and the rows that train."""
     reward = reward_function(config)
     rewards = [reward(r) for r in records]
+    if config.shuffle_rewards:  # seeded by (seed, step): a resumed run deals the same
+        rewards = shuffled_within_groups(rewards, config.num_generations, random.Random(f"grpo-placebo:{config.seed}:{step}"))
     advantages, signal = group_advantages(rewards, config.num_generations, config.scale_rewards)
     for record, reward, advantage in zip(records, rewards, advantages):
         record["reward"], record["advantage"] = reward, advantage
@@ -309,7 +321,7 @@ def grpo_step(model, tokenizer, optimizer, problems: list[Problem], config: GRPO
     start = time.perf_counter()
     records = step_rollouts(model, tokenizer, problems, config, kind=kind, step=step, rollouts=rollouts)
     rollout_s = time.perf_counter() - start
-    rewards, signal, trees, rows = score_rollouts(records, tokenizer, config)
+    rewards, signal, trees, rows = score_rollouts(records, tokenizer, config, step)
     start = time.perf_counter()
     context = int(model.config.max_position_embeddings)
     stats = optimize(model, optimizer, rows, config, ref_model=ref_model,

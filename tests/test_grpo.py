@@ -69,6 +69,23 @@ def test_zero_signal_groups_are_skipped_and_counted(nested_records, tokenizer):
         grpo.group_advantages([1, 0, 1], 2)
 
 
+def test_a_placebo_run_deals_each_groups_rewards_to_its_trees_at_random(nested_records, tokenizer):
+    """``shuffle_rewards`` keeps every group's rewards (so as many groups carry a signal, of the same
+    size) and only changes which tree gets which; the same (seed, step) deals the same."""
+    import random
+
+    rewards = [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0] * 8
+    dealt = grpo.shuffled_within_groups(rewards, 4, random.Random(0))
+    for start in range(0, len(rewards), 4):
+        assert sorted(dealt[start:start + 4]) == sorted(rewards[start:start + 4])
+    assert dealt != rewards and dealt == grpo.shuffled_within_groups(rewards, 4, random.Random(0))
+    config = GRPOConfig(num_generations=4, shuffle_rewards=True)
+    true_rewards, _, _, _ = grpo.score_rollouts([dict(r) for r in nested_records], tokenizer, GRPOConfig(num_generations=4))
+    placebo = [grpo.score_rollouts([dict(r) for r in nested_records], tokenizer, config, step)[0] for step in range(6)]
+    assert all(sorted(p[:4]) == sorted(true_rewards[:4]) for p in placebo)
+    assert any(p != true_rewards for p in placebo)
+
+
 # -- the loss ---------------------------------------------------------------------------------------
 
 def test_clipped_loss_against_hand_computed_values():
