@@ -335,7 +335,7 @@ def grpo_step(model, tokenizer, optimizer, problems: list[Problem], config: GRPO
         "critical_path": mean(m["critical_path"] for m in metrics),
         "well_formed": mean(float(well_formed(r)) for r in records),
         "skipped_groups": signal.count(False), "groups": len(signal), "rows": len(rows),
-        "trained_tokens": sum(r.n_completion for r in rows),
+        "trained_tokens": sum(r.n_completion for r in rows if not (config.mask_truncated_completions and r.truncated)),
         "advantage_abs": mean([abs(r["advantage"]) for i, r in enumerate(records)
                                if signal[i // config.num_generations]] or [0.0]),
         "failures": failure_counts(records), "retokenized_differs": agreement["calls_that_differ"],
