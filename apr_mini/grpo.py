@@ -199,6 +199,11 @@ def reference_logps(model, rows: list[Row], blocks: list[list[int]], config: GRP
     return fixed
 
 
+def masked(row: Row, config: GRPOConfig) -> bool:
+    """Whether a row gives no gradient: a call cut by the context or a limit, under ``mask_truncated_completions``."""
+    return config.mask_truncated_completions and row.truncated
+
+
 def backward_loss(model, rows: list[Row], weights: list[float], blocks: list[list[int]], fixed: dict,
                   config: GRPOConfig) -> dict:
     """One pass over the packed blocks: the weighted loss of every completion token, backpropagated
@@ -214,7 +219,7 @@ def backward_loss(model, rows: list[Row], weights: list[float], blocks: list[lis
         logps, entropies = block_logps(model, [rows[i] for i in block], config.temperature)
         block_loss = torch.zeros((), device=device)
         for i, lp, entropy in zip(block, logps, entropies):
-            if config.mask_truncated_completions and rows[i].truncated:
+            if masked(rows[i], config):
                 continue
             old, ref = fixed.get(i, (None, None))
             old = lp.detach() if old is None else old
@@ -335,7 +340,7 @@ def grpo_step(model, tokenizer, optimizer, problems: list[Problem], config: GRPO
         "critical_path": mean(m["critical_path"] for m in metrics),
         "well_formed": mean(float(well_formed(r)) for r in records),
         "skipped_groups": signal.count(False), "groups": len(signal), "rows": len(rows),
-        "trained_tokens": sum(r.n_completion for r in rows if not (config.mask_truncated_completions and r.truncated)),
+        "trained_tokens": sum(r.n_completion for r in rows if not masked(r, config)),
         "advantage_abs": mean([abs(r["advantage"]) for i, r in enumerate(records)
                                if signal[i // config.num_generations]] or [0.0]),
         "failures": failure_counts(records), "retokenized_differs": agreement["calls_that_differ"],
