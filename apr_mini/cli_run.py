@@ -132,7 +132,7 @@ def cmd_grpo(args) -> None:
             raise UserFacingError(f"--sub-call-budgets takes comma-separated child counts such as 3,4,5,6, "
                                   f"not {args.sub_call_budgets!r}") from None
     try:
-        config = get_grpo_config(profile.name, **changes)
+        config = get_grpo_config(profile.name, kind=args.kind, **changes)
     except ValueError as err:
         raise UserFacingError(str(err)) from None
     checkpoint = Path(args.checkpoint)
@@ -285,7 +285,8 @@ def register(sub) -> None:
                        ("--num-generations", int), ("--beta", float), ("--epsilon", float), ("--epsilon-high", float),
                        ("--num-iterations", int), ("--eval-steps", int), ("--eval-problems", int), ("--seed", int),
                        ("--temperature", float), ("--min-well-formed", float), ("--efficiency-cap", float)):
-        rl.add_argument(flag, type=kind, help="default: the profile's GRPO preset (apr_mini.config.GRPO_PRESETS)")
+        rl.add_argument(flag, type=kind, help="default: the profile's GRPO preset for --kind "
+                        "(apr_mini.config.GRPO_PRESETS, GRPO_METHOD_CHANGES)")
     rl.add_argument("--loss-type", choices=["grpo", "dr_grpo", "dapo"])
     rl.add_argument("--scale-rewards", choices=["group", "batch", "none"])
     rl.add_argument("--sequence-weighting", choices=["tree", "sequence"])

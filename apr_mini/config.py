@@ -232,10 +232,17 @@ GRPO_PRESETS: dict[str, GRPOConfig] = {
 }
 
 
-def get_grpo_config(name: str | None = None, **changes) -> GRPOConfig:
-    """The GRPO preset of profile ``name`` (default ``$APR_PROFILE`` or cpu), with ``changes``."""
-    base = GRPO_PRESETS[get_profile(name).name]
-    return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
+# what a method's runs change in a profile's preset, chosen on validation problems: cpu APR with the grpo
+# loss collapsed seed 1 even at beta 0.04; dr_grpo held all three seeds (data/grpo/README.md)
+GRPO_METHOD_CHANGES: dict[tuple[str, str], dict] = {("cpu", "apr"): {"beta": 0.04, "loss_type": "dr_grpo"}}
+
+
+def get_grpo_config(name: str | None = None, kind: str | None = None, **changes) -> GRPOConfig:
+    """The GRPO preset of profile ``name`` (default ``$APR_PROFILE`` or cpu) for method ``kind`` ("apr"
+    or "sosp"; None: the preset itself), with ``changes``."""
+    profile = get_profile(name).name
+    method = GRPO_METHOD_CHANGES.get((profile, kind), {}) if kind else {}
+    return dataclasses.replace(GRPO_PRESETS[profile], **{**method, **{k: v for k, v in changes.items() if v is not None}})
 
 
 # the model roles of a reproduction, each a ReproduceConfig field of checkpoints (one per training seed)
@@ -252,11 +259,11 @@ class ReproduceConfig:
     n_problems: int = 200
     sosp_sft: tuple[str, ...] = ("data/cpu-sosp", "data/seeds/cpu-sosp-seed1", "data/seeds/cpu-sosp-seed2")
     apr_sft: tuple[str, ...] = ("data/cpu-apr", "data/seeds/cpu-apr-seed1", "data/seeds/cpu-apr-seed2")
-    # each SFT seed after GRPO (a run that collapsed leaves collapsed.json instead of a model)
+    # each SFT seed after GRPO (a run that collapsed leaves collapsed.json instead of a model); APR's with
+    # the dr_grpo loss, which held all three seeds where the grpo loss collapsed seed 1
     sosp_grpo: tuple[str, ...] = ("data/cpu-sosp-grpo", "data/seeds/cpu-sosp-grpo-seed1",
                                   "data/seeds/cpu-sosp-grpo-seed2")
-    apr_grpo: tuple[str, ...] = ("data/cpu-apr-grpo", "data/seeds/cpu-apr-grpo-seed1",
-                                 "data/seeds/cpu-apr-grpo-seed2")
+    apr_grpo: tuple[str, ...] = tuple(f"data/seeds/cpu-apr-grpo-seed{seed}-drgrpo" for seed in range(3))
     # each SFT seed continued on "Token Budget: N" traces / "Sub Call Budget: N" trees
     sosp_budget: tuple[str, ...] = ("data/cpu-sosp-budget", "data/seeds/cpu-sosp-budget-seed1",
                                     "data/seeds/cpu-sosp-budget-seed2")

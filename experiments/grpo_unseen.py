@@ -24,16 +24,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROBLEMS = ROOT / "data" / "countdown-cpu" / "problems_outside.jsonl"
 OUT = ROOT / "data" / "grpo" / "unseen.json"
-PAIRS = {  # method: (SFT, GRPO) per training seed, as shipped
-    "apr": [("data/cpu-apr", "data/cpu-apr-grpo"), ("data/seeds/cpu-apr-seed2", "data/seeds/cpu-apr-grpo-seed2"),
+PAIRS = {  # method: (SFT, GRPO) per training seed, as shipped (APR: dr_grpo), then APR's earlier grpo-loss runs
+    "apr": [("data/cpu-apr", "data/seeds/cpu-apr-grpo-seed0-drgrpo"),
             ("data/seeds/cpu-apr-seed1", "data/seeds/cpu-apr-grpo-seed1-drgrpo"),
-            ("data/cpu-apr", "data/seeds/cpu-apr-grpo-seed0-drgrpo")],
+            ("data/seeds/cpu-apr-seed2", "data/seeds/cpu-apr-grpo-seed2-drgrpo"),
+            ("data/cpu-apr", "data/cpu-apr-grpo"), ("data/seeds/cpu-apr-seed2", "data/seeds/cpu-apr-grpo-seed2")],
     "sosp": [("data/cpu-sosp", "data/cpu-sosp-grpo"), ("data/seeds/cpu-sosp-seed1", "data/seeds/cpu-sosp-grpo-seed1"),
              ("data/seeds/cpu-sosp-seed2", "data/seeds/cpu-sosp-grpo-seed2")],
 }
 ACROSS = [  # (SoS+ GRPO, APR GRPO) of the same SFT seed: after RL, does APR beat SoS+ on fresh problems?
-    ("data/cpu-sosp-grpo", "data/cpu-apr-grpo"), ("data/seeds/cpu-sosp-grpo-seed1", "data/seeds/cpu-apr-grpo-seed1-drgrpo"),
-    ("data/seeds/cpu-sosp-grpo-seed2", "data/seeds/cpu-apr-grpo-seed2"),
+    ("data/cpu-sosp-grpo", "data/seeds/cpu-apr-grpo-seed0-drgrpo"),
+    ("data/seeds/cpu-sosp-grpo-seed1", "data/seeds/cpu-apr-grpo-seed1-drgrpo"),
+    ("data/seeds/cpu-sosp-grpo-seed2", "data/seeds/cpu-apr-grpo-seed2-drgrpo"),
 ]
 
 
@@ -79,8 +81,12 @@ def main() -> None:
         problems = [Problem(tuple(sorted(p.nums)), p.target) for p in problems]
         folder, out = folder / "sorted", OUT.with_name("unseen-sorted.json")
     chosen = {tuple(pair.split(":")) for pair in args.pairs or ()}
-    earlier = json.loads(out.read_text()) if out.exists() else {}  # a run with --pairs keeps the other pairs' results
-    results, across = earlier.get("pairs", {}), earlier.get("apr_minus_sosp_after_grpo", {})
+    # a run with --pairs keeps the other pairs' results, as long as they are still among PAIRS and ACROSS
+    earlier = json.loads(out.read_text()) if out.exists() else {}
+    results = {key: d for key, d in earlier.get("pairs", {}).items()
+               if tuple(key.split(" -> ")) in {pair for pairs in PAIRS.values() for pair in pairs}}
+    across = {key: d for key, d in earlier.get("apr_minus_sosp_after_grpo", {}).items()
+              if tuple(key.split(" - ")[::-1]) in set(ACROSS)}
 
     def save() -> None:  # after each pair: a stopped run keeps what it finished
         out.write_text(json.dumps({"problems": str(PROBLEMS.relative_to(ROOT)), "n": len(problems),

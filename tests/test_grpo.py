@@ -311,6 +311,14 @@ def test_config_rejects_bad_values():
         GRPOConfig(num_generations=0)
 
 
+def test_a_methods_preset_changes_apply_before_the_callers_own():
+    apr, sosp = get_grpo_config("cpu", kind="apr"), get_grpo_config("cpu", kind="sosp")
+    assert (apr.beta, apr.loss_type) == (0.04, "dr_grpo")
+    assert sosp == get_grpo_config("cpu") and (sosp.beta, sosp.loss_type) == (0.001, "grpo")
+    assert get_grpo_config("cpu", kind="apr", loss_type="grpo").loss_type == "grpo"
+    assert get_grpo_config("tiny", kind="apr") == get_grpo_config("tiny")
+
+
 def test_tiny_end_to_end_through_the_command_line(tmp_path, capsys):
     from apr_mini.__main__ import main
 

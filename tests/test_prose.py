@@ -122,3 +122,6 @@ def test_the_unseen_problems_file_is_the_problems_no_split_holds():
     assert not splits & {p.key for p in committed}
     report = json.loads((ROOT / "data" / "grpo" / "unseen.json").read_text())
     assert report["n"] == len(committed) and all(pair["n"] == len(committed) for pair in report["pairs"].values())
+    # the report holds the script's current pairs, no left-over pair of models it no longer evaluates
+    assert set(report["pairs"]) == {f"{sft} -> {grpo}" for pairs in unseen.PAIRS.values() for sft, grpo in pairs}
+    assert set(report["apr_minus_sosp_after_grpo"]) == {f"{apr} - {sosp}" for sosp, apr in unseen.ACROSS}
