@@ -31,7 +31,7 @@ first pass.
 
 A whole run (checkpoints, resume, curve, evaluation, collapse stop, shipping) is
 :mod:`apr_mini.grpo_train`; from the command line:
-``python -m apr_mini grpo --checkpoint data/cpu-apr --kind apr --ship data/cpu-apr-grpo``.
+``python -m apr_mini grpo --checkpoint data/cpu-apr --kind apr --ship runs/cpu/apr-grpo``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ share, grad norm, the lowest log-probability of a trained token and the share un
 groups, seconds for rollouts and training; every ``eval_steps`` steps a greedy evaluation on
 held-out problems too.
 
-Run it: ``python -m apr_mini grpo --checkpoint data/cpu-apr --kind apr --ship data/cpu-apr-grpo``.
+Run it: ``python -m apr_mini grpo --checkpoint data/cpu-apr --kind apr --ship runs/cpu/apr-grpo``.
 """
 
 from __future__ import annotations
