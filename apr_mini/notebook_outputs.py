@@ -52,6 +52,11 @@ def render(path: Path, profile: str = "cpu", timeout: int = 3600) -> int:
     import nbformat
     from nbclient import NotebookClient
 
+    from .plots import find_browser
+
+    if find_browser() is None:  # kaleido would wait for a browser forever, in the kernel, with no error
+        raise UserFacingError("the committed outputs draw their figures as PNGs with Chrome or Chromium: "
+                              "install one (Debian: apt install chromium) or set BROWSER_PATH")
     notebook = nbformat.read(path, as_version=4)
     saved = {k: os.environ.get(k) for k in ("APR_PROFILE", STATIC_FIGURES_ENV)}
     os.environ.update({"APR_PROFILE": profile, STATIC_FIGURES_ENV: "1"})  # the kernel inherits them

@@ -32,3 +32,15 @@ def test_a_changed_code_cell_makes_the_outputs_stale(tmp_path):
     code["source"] = "".join(code["source"]) + "\n# edited"
     edited.write_text(json.dumps(notebook))
     assert not notebook_outputs.is_current(edited)
+
+
+def test_rendering_without_a_browser_is_a_one_line_error_not_a_hung_kernel(monkeypatch, tmp_path):
+    from apr_mini import plots
+    from apr_mini.config import UserFacingError
+
+    copy = tmp_path / "lesson.ipynb"  # never the lesson itself: a missing check would rewrite it
+    copy.write_text(notebook_outputs.lessons()[0].read_text())
+    monkeypatch.setattr(plots, "find_browser", lambda: None)
+    with pytest.raises(UserFacingError, match="Chrome or Chromium"):
+        notebook_outputs.render(copy)
+    assert copy.read_text() == notebook_outputs.lessons()[0].read_text()
