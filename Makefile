@@ -36,7 +36,7 @@ reproduce: setup
 assignments: setup
 	$(BIN)/python -m apr_mini assignments generate
 
-# Every lesson run under cpu, its outputs (figures as PNG) stored so that it reads without running
+# Every lesson run under cpu, its outputs (figures as PNG, drawn by Chrome or Chromium) stored so that it reads without running
 notebooks: setup
 	$(BIN)/python -m apr_mini notebooks
 

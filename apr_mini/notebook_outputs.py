@@ -4,7 +4,8 @@ GitHub, and a Colab page before its first run, show a notebook's stored outputs 
 so a plotly figure stored as plotly JSON shows nothing there. ``python -m apr_mini notebooks`` (``make
 notebooks``) runs every lesson top to bottom in a fresh kernel under the ``cpu`` profile, with
 ``APR_STATIC_FIGURES=1`` so that every figure renders as a PNG (kaleido, the exporter
-:func:`apr_mini.plots.write_pngs` uses), and writes the outputs back into ``notebooks/``. Each notebook
+:func:`apr_mini.plots.write_pngs` uses; it drives the machine's Chrome or Chromium, so rendering refuses
+to start without one), and writes the outputs back into ``notebooks/``. Each notebook
 then records the digest of the code that made its outputs; ``tests/test_notebook_outputs.py`` fails
 when a code cell changed since, so committed outputs cannot silently go stale. nbmake still runs every
 notebook under ``tiny`` in the suite and never writes to it.
